@@ -1,0 +1,678 @@
+//! Wire types shared by `quaerod` and `quaero-tui`.
+//!
+//! Everything here is the JSON contract of `DESIGN.md`: jobs, steps, statuses, events,
+//! REST bodies, WebSocket messages and the error body. Both binaries (and the tests) use
+//! these types so that a field renamed on one side fails to compile on the other.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// Default port of the daemon; the TUI's default server points at it.
+pub const DEFAULT_PORT: u16 = 8080;
+
+/// The lifecycle of every job, at every depth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum JobStatus {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Cancelled,
+}
+
+impl JobStatus {
+    pub const ALL: [JobStatus; 5] = [
+        JobStatus::Pending,
+        JobStatus::Running,
+        JobStatus::Completed,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|st| st.as_str() == s)
+            .ok_or_else(|| format!("unknown status {s:?}"))
+    }
+}
+
+/// Depth of a job: manager (0), step (1), child job (2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobKind {
+    Manager,
+    Step,
+    Job,
+}
+
+/// Event severity. Ordered so that a filter `level >= min` is hierarchical.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Level {
+    Debug,
+    #[default]
+    Info,
+    Warn,
+    Error,
+}
+
+impl Level {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Debug => "debug",
+            Self::Info => "info",
+            Self::Warn => "warn",
+            Self::Error => "error",
+        }
+    }
+
+    pub fn from_u8(v: u8) -> Level {
+        match v {
+            0 => Self::Debug,
+            1 => Self::Info,
+            2 => Self::Warn,
+            _ => Self::Error,
+        }
+    }
+}
+
+impl fmt::Display for Level {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Level {
+    type Err = String;
+    /// Accepts the four names and the usual aliases (`warning`, `err`), case-insensitively.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "debug" | "trace" => Ok(Self::Debug),
+            "info" => Ok(Self::Info),
+            "warn" | "warning" => Ok(Self::Warn),
+            "error" | "err" => Ok(Self::Error),
+            _ => Err(format!("unknown level {s:?}")),
+        }
+    }
+}
+
+/// Who wrote an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Originator {
+    Manager,
+    Step,
+    Worker,
+}
+
+impl Originator {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Manager => "manager",
+            Self::Step => "step",
+            Self::Worker => "worker",
+        }
+    }
+
+    pub fn from_u8(v: u8) -> Originator {
+        match v {
+            0 => Self::Manager,
+            1 => Self::Step,
+            _ => Self::Worker,
+        }
+    }
+}
+
+/// One step event (log line) as the API returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    pub job_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_id: Option<String>,
+    pub manager_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_name: Option<String>,
+    pub level: Level,
+    pub message: String,
+    pub originator: Originator,
+    /// `HH:MM:SS.mmm`, UTC.
+    pub timestamp: String,
+    /// RFC 3339 with milliseconds, UTC.
+    pub full_timestamp: String,
+}
+
+/// Counts of a step's (or manager's) child jobs by status.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChildCounts {
+    pub total: u64,
+    pub pending: u64,
+    pub running: u64,
+    pub completed: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+}
+
+impl ChildCounts {
+    pub fn add(&mut self, status: JobStatus, delta: i64) {
+        let slot = match status {
+            JobStatus::Pending => &mut self.pending,
+            JobStatus::Running => &mut self.running,
+            JobStatus::Completed => &mut self.completed,
+            JobStatus::Failed => &mut self.failed,
+            JobStatus::Cancelled => &mut self.cancelled,
+        };
+        *slot = slot.saturating_add_signed(delta);
+    }
+
+    pub fn terminal(&self) -> u64 {
+        self.completed + self.failed + self.cancelled
+    }
+}
+
+/// A step as listed inside its manager.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepSummary {
+    pub id: String,
+    /// 1-based position in the definition.
+    pub index: u32,
+    pub name: String,
+    #[serde(rename = "type")]
+    pub step_type: StepType,
+    #[serde(default)]
+    pub description: String,
+    pub status: JobStatus,
+    pub child_counts: ChildCounts,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// A job at any depth, as `GET /api/jobs` and `GET /api/jobs/{id}` return it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Job {
+    pub id: String,
+    pub kind: JobKind,
+    /// `None` for managers.
+    #[serde(default)]
+    pub parent_id: Option<String>,
+    pub manager_id: String,
+    pub definition_id: String,
+    pub name: String,
+    pub status: JobStatus,
+    pub created_at: String,
+    #[serde(default)]
+    pub started_at: Option<String>,
+    #[serde(default)]
+    pub finished_at: Option<String>,
+    /// Milliseconds between start and finish (or now, while running).
+    #[serde(default)]
+    pub duration_ms: Option<u64>,
+    #[serde(default)]
+    pub error: Option<String>,
+    pub child_counts: ChildCounts,
+    /// Managers only: their steps, in order.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<Vec<StepSummary>>,
+}
+
+/// Step types of a definition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StepType {
+    Command,
+    HttpFetch,
+    Emit,
+}
+
+impl StepType {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Command => "command",
+            Self::HttpFetch => "http_fetch",
+            Self::Emit => "emit",
+        }
+    }
+}
+
+/// What a step does when it fails.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnError {
+    #[default]
+    Fail,
+    Continue,
+}
+
+/// A step of a definition, as written in TOML or JSON. `config` stays free-form here; the
+/// daemon validates it per step type and names the offending field.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepDefinition {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub step_type: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default)]
+    pub on_error: OnError,
+    #[serde(default = "empty_object")]
+    pub config: serde_json::Value,
+}
+
+fn empty_object() -> serde_json::Value {
+    serde_json::Value::Object(Default::default())
+}
+
+/// A job definition, as written in TOML or JSON.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobDefinition {
+    pub id: String,
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub description: String,
+    /// e.g. `"30m"`; the manager fails when it runs longer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    #[serde(default)]
+    pub steps: Vec<StepDefinition>,
+}
+
+/// One entry of `GET /api/job-definitions`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DefinitionInfo {
+    pub id: String,
+    pub name: String,
+    pub description: String,
+    pub steps: Vec<StepDefinition>,
+    pub valid: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// `file:<path>` or `api`.
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DefinitionsList {
+    pub job_definitions: Vec<DefinitionInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Health {
+    pub status: String,
+    pub version: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobsList {
+    pub jobs: Vec<Job>,
+    pub total_count: u64,
+    pub limit: u64,
+    pub offset: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    pub total_jobs: u64,
+    pub pending_jobs: u64,
+    pub running_jobs: u64,
+    pub completed_jobs: u64,
+    pub failed_jobs: u64,
+    pub cancelled_jobs: u64,
+}
+
+impl Stats {
+    pub fn add(&mut self, status: JobStatus, delta: i64) {
+        let slot = match status {
+            JobStatus::Pending => &mut self.pending_jobs,
+            JobStatus::Running => &mut self.running_jobs,
+            JobStatus::Completed => &mut self.completed_jobs,
+            JobStatus::Failed => &mut self.failed_jobs,
+            JobStatus::Cancelled => &mut self.cancelled_jobs,
+        };
+        *slot = slot.saturating_add_signed(delta);
+        self.total_jobs = self.total_jobs.saturating_add_signed(delta);
+    }
+}
+
+/// Sort order of `GET /api/jobs/{id}/logs`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Order {
+    #[default]
+    Desc,
+    Asc,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogsResponse {
+    pub job_id: String,
+    pub logs: Vec<Event>,
+    pub count: u64,
+    pub limit: u64,
+    pub order: Order,
+    /// `all` or a level name.
+    pub level: String,
+    /// Highest seq of this job's scope at the time of the read (0 if none).
+    pub last_seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CancelResponse {
+    pub job_id: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeleteResponse {
+    pub job_id: String,
+    pub deleted_jobs: u64,
+    pub deleted_events: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RerunResponse {
+    pub original_job_id: String,
+    pub new_job_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecuteResponse {
+    pub job_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: String,
+}
+
+/// Server → client WebSocket messages: `{"type": …, "payload": …}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", content = "payload", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Hello(Hello),
+    RefreshStepEvents(RefreshStepEvents),
+    JobStatusChange(JobStatusChange),
+    StepProgress(StepProgress),
+    QueueStats(Stats),
+    JobLog(JobLog),
+    Error(WsError),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub version: String,
+    /// `trigger` or `push`.
+    pub mode: String,
+    pub time_threshold_ms: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RefreshStepEvents {
+    pub step_ids: Vec<String>,
+    pub manager_ids: Vec<String>,
+    pub timestamp: String,
+    pub finished: bool,
+    pub last_seq: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobStatusChange {
+    pub job_id: String,
+    #[serde(default)]
+    pub parent_id: Option<String>,
+    pub manager_id: String,
+    /// `manager` or `step`.
+    pub kind: JobKind,
+    pub status: JobStatus,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub timestamp: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StepProgress {
+    pub step_id: String,
+    pub manager_id: String,
+    pub child_counts: ChildCounts,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobLog {
+    pub event: Event,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WsError {
+    pub message: String,
+}
+
+/// Client → server WebSocket messages.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// Narrows this client to these managers; an empty list means all.
+    Subscribe { job_ids: Vec<String> },
+}
+
+/// Where a job id sits in the tree. Ids are `m<N>` for managers, `m<N>-s<I>` for the I-th
+/// step (1-based) and `m<N>-s<I>-c<K>` for the K-th child (1-based) of that step, so any id
+/// names its ancestors without a lookup.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct JobPath {
+    pub manager: u64,
+    /// 0 for the manager itself.
+    pub step: u32,
+    /// 0 for a manager or a step.
+    pub child: u32,
+}
+
+impl JobPath {
+    pub fn manager(manager: u64) -> Self {
+        Self { manager, step: 0, child: 0 }
+    }
+    pub fn step(manager: u64, step: u32) -> Self {
+        Self { manager, step, child: 0 }
+    }
+    pub fn child(manager: u64, step: u32, child: u32) -> Self {
+        Self { manager, step, child }
+    }
+
+    pub fn kind(&self) -> JobKind {
+        if self.child > 0 {
+            JobKind::Job
+        } else if self.step > 0 {
+            JobKind::Step
+        } else {
+            JobKind::Manager
+        }
+    }
+
+    pub fn parent(&self) -> Option<JobPath> {
+        match self.kind() {
+            JobKind::Manager => None,
+            JobKind::Step => Some(Self::manager(self.manager)),
+            JobKind::Job => Some(Self::step(self.manager, self.step)),
+        }
+    }
+
+    pub fn manager_path(&self) -> JobPath {
+        Self::manager(self.manager)
+    }
+
+    pub fn step_path(&self) -> Option<JobPath> {
+        (self.step > 0).then(|| Self::step(self.manager, self.step))
+    }
+
+    pub fn parse(id: &str) -> Option<JobPath> {
+        fn num<T: FromStr>(s: &str, prefix: char) -> Option<T> {
+            let digits = s.strip_prefix(prefix)?;
+            // No leading zeros or signs, so every path has exactly one spelling.
+            if digits.is_empty()
+                || !digits.bytes().all(|b| b.is_ascii_digit())
+                || (digits.len() > 1 && digits.starts_with('0'))
+            {
+                return None;
+            }
+            digits.parse().ok()
+        }
+        let mut parts = id.split('-');
+        let manager: u64 = num(parts.next()?, 'm')?;
+        let step: u32 = match parts.next() {
+            None => return (manager > 0).then(|| Self::manager(manager)),
+            Some(p) => num(p, 's')?,
+        };
+        let child: u32 = match parts.next() {
+            None => 0,
+            Some(p) => num(p, 'c')?,
+        };
+        if parts.next().is_some() || manager == 0 || step == 0 {
+            return None;
+        }
+        if child == 0 && id.matches('-').count() == 2 {
+            return None;
+        }
+        Some(Self { manager, step, child })
+    }
+}
+
+impl fmt::Display for JobPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "m{}", self.manager)?;
+        if self.step > 0 {
+            write!(f, "-s{}", self.step)?;
+        }
+        if self.child > 0 {
+            write!(f, "-c{}", self.child)?;
+        }
+        Ok(())
+    }
+}
+
+/// Removes terminal control sequences (CSI, OSC, other ESC sequences) and C0/C1 control
+/// characters from untrusted text, keeping tabs as spaces. What remains is safe to print to
+/// a terminal.
+pub fn sanitize_terminal(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\u{1b}' => match chars.peek() {
+                // CSI: ESC [ params intermediates final(0x40..=0x7e)
+                Some('[') => {
+                    chars.next();
+                    for c in chars.by_ref() {
+                        if ('\u{40}'..='\u{7e}').contains(&c) {
+                            break;
+                        }
+                    }
+                }
+                // OSC / DCS / SOS / PM / APC: up to BEL or ST (ESC \)
+                Some(']') | Some('P') | Some('X') | Some('^') | Some('_') => {
+                    chars.next();
+                    while let Some(c) = chars.next() {
+                        if c == '\u{7}' {
+                            break;
+                        }
+                        if c == '\u{1b}' {
+                            if chars.peek() == Some(&'\\') {
+                                chars.next();
+                            }
+                            break;
+                        }
+                    }
+                }
+                Some(_) => {
+                    chars.next();
+                }
+                None => {}
+            },
+            '\t' => out.push(' '),
+            c if c.is_control() => {}
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_paths_round_trip() {
+        for id in ["m1", "m42-s3", "m42-s3-c17"] {
+            assert_eq!(JobPath::parse(id).unwrap().to_string(), id);
+        }
+        for bad in ["", "m", "m0", "x1", "m1-s0", "m1-s1-c0", "m01", "m1-s1-c1-x", "m1-c1", "m-1"] {
+            assert_eq!(JobPath::parse(bad), None, "{bad}");
+        }
+        let p = JobPath::parse("m7-s2-c5").unwrap();
+        assert_eq!(p.kind(), JobKind::Job);
+        assert_eq!(p.parent().unwrap().to_string(), "m7-s2");
+        assert_eq!(p.manager_path().to_string(), "m7");
+    }
+
+    #[test]
+    fn sanitize_strips_escapes_and_controls() {
+        assert_eq!(sanitize_terminal("a\x1b[2Jb"), "ab");
+        assert_eq!(sanitize_terminal("x\x1b]52;c;ZXZpbA==\x07y"), "xy");
+        assert_eq!(sanitize_terminal("x\x1b]0;title\x1b\\y"), "xy");
+        assert_eq!(sanitize_terminal("r\x1b[31mred\x1b[0m"), "rred");
+        assert_eq!(sanitize_terminal("bell\x07\r\n\u{9b}2J"), "bell2J");
+        assert_eq!(sanitize_terminal("tab\there é"), "tab here é");
+    }
+
+    #[test]
+    fn ws_messages_have_type_and_payload() {
+        let m = ServerMessage::Hello(Hello {
+            version: "1".into(),
+            mode: "trigger".into(),
+            time_threshold_ms: 1000,
+        });
+        let v: serde_json::Value = serde_json::to_value(&m).unwrap();
+        assert_eq!(v["type"], "hello");
+        assert_eq!(v["payload"]["time_threshold_ms"], 1000);
+        let c: ClientMessage =
+            serde_json::from_str(r#"{"type":"subscribe","job_ids":["m1"]}"#).unwrap();
+        assert_eq!(c, ClientMessage::Subscribe { job_ids: vec!["m1".into()] });
+    }
+}
