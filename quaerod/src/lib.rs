@@ -1,0 +1,21 @@
+//! `quaerod`: the Quaero job queue daemon.
+//!
+//! Layout:
+//! - [`config`]: `quaero.toml` < `QUAERO_*` environment < flags, validated at start.
+//! - [`store`]: the sled event log and job records; the only module that touches sled.
+//! - [`engine`]: definitions, the manager runner, the worker pool and the step runners.
+//! - [`aggregator`]: turns commits into per-client `refresh_step_events` triggers.
+//! - [`api`]: the REST routes (warp filters, handlers, one `recover`).
+//! - [`ws`]: the `/ws` endpoint: one outbox per client, fed by the aggregator.
+//! - [`server`]: wires it all together; [`server::run`] is the one entry point.
+//! - [`time`]: timestamp formatting.
+
+pub mod aggregator;
+pub mod api;
+mod assets;
+pub mod config;
+pub mod engine;
+pub mod server;
+pub mod store;
+pub mod time;
+pub mod ws;

@@ -587,6 +587,19 @@ impl fmt::Display for JobPath {
     }
 }
 
+impl Serialize for JobPath {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for JobPath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        JobPath::parse(&s).ok_or_else(|| serde::de::Error::custom(format!("bad job id {s:?}")))
+    }
+}
+
 /// Removes terminal control sequences (CSI, OSC, other ESC sequences) and C0/C1 control
 /// characters from untrusted text, keeping tabs as spaces. What remains is safe to print to
 /// a terminal.

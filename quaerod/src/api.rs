@@ -1,0 +1,398 @@
+//! The REST API on warp: `filters` (one function per route), `handlers` (plain async
+//! functions on typed arguments) and one [`recover`] that turns every rejection into the
+//! JSON error body.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use quaero_shared::{
+    CancelResponse, DefinitionsList, DeleteResponse, ErrorBody, Event, ExecuteResponse, Health, JobDefinition,
+    JobPath, JobStatus, JobsList, Level, LogsResponse, Order, RerunResponse,
+};
+use warp::http::StatusCode;
+use warp::{Filter, Rejection, Reply};
+
+use crate::engine::{Engine, EngineError};
+use crate::store::{LogQuery, ManagerRecord, RawEvent};
+use crate::time::{clock, rfc3339};
+
+/// JSON bodies larger than this are refused (413).
+pub const MAX_BODY: u64 = 1024 * 1024;
+pub const DEFAULT_LOG_LIMIT: usize = 1000;
+pub const MAX_LOG_LIMIT: usize = 5000;
+pub const DEFAULT_JOBS_LIMIT: usize = 50;
+pub const MAX_JOBS_LIMIT: usize = 1000;
+
+/// An error a handler returns: status and message for the JSON body.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub message: String,
+}
+
+impl warp::reject::Reject for ApiError {}
+
+impl ApiError {
+    pub fn bad_request(msg: impl Into<String>) -> Rejection {
+        warp::reject::custom(ApiError { status: StatusCode::BAD_REQUEST, message: msg.into() })
+    }
+    fn new(status: StatusCode, msg: impl Into<String>) -> Rejection {
+        warp::reject::custom(ApiError { status, message: msg.into() })
+    }
+}
+
+impl From<EngineError> for ApiError {
+    fn from(e: EngineError) -> Self {
+        let status = match &e {
+            EngineError::NotFound(_) => StatusCode::NOT_FOUND,
+            EngineError::Conflict(_) => StatusCode::CONFLICT,
+            EngineError::Invalid(_) => StatusCode::BAD_REQUEST,
+            EngineError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            EngineError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            tracing::error!(error = %e, "request failed");
+        }
+        ApiError { status, message: e.to_string() }
+    }
+}
+
+fn reject(e: EngineError) -> Rejection {
+    warp::reject::custom(ApiError::from(e))
+}
+
+fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> warp::reply::Response {
+    warp::reply::with_status(warp::reply::json(body), status).into_response()
+}
+
+/// Compares in constant time, so response timing does not reveal how much of a guessed
+/// token was right.
+pub fn token_matches(given: &str, expected: &str) -> bool {
+    let (a, b) = (given.as_bytes(), expected.as_bytes());
+    let mut diff = (a.len() ^ b.len()) as u8;
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
+    }
+    diff == 0
+}
+
+pub mod filters {
+    use super::*;
+
+    pub fn with_engine(engine: Arc<Engine>) -> impl Filter<Extract = (Arc<Engine>,), Error = Infallible> + Clone {
+        warp::any().map(move || engine.clone())
+    }
+
+    /// Requires `Authorization: Bearer <token>` when a token is configured.
+    pub fn auth(token: Option<Arc<str>>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+        warp::header::optional::<String>("authorization")
+            .and_then(move |h: Option<String>| {
+                let token = token.clone();
+                async move {
+                    match &token {
+                        None => Ok(()),
+                        Some(t) => match h.as_deref().and_then(|h| h.strip_prefix("Bearer ")) {
+                            Some(given) if token_matches(given.trim(), t) => Ok(()),
+                            _ => Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token")),
+                        },
+                    }
+                }
+            })
+            .untuple_one()
+    }
+
+    /// Mutations must say `Content-Type: application/json`: a browser page on another
+    /// origin cannot send that without a CORS preflight, which we never grant.
+    pub fn json_content_type() -> impl Filter<Extract = (), Error = Rejection> + Clone {
+        warp::header::optional::<String>("content-type")
+            .and_then(|ct: Option<String>| async move {
+                match ct {
+                    Some(ct) if ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")) => Ok(()),
+                    _ => Err(ApiError::new(
+                        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                        "mutating requests need Content-Type: application/json",
+                    )),
+                }
+            })
+            .untuple_one()
+    }
+
+    fn query() -> impl Filter<Extract = (HashMap<String, String>,), Error = Infallible> + Clone {
+        warp::query::<HashMap<String, String>>().or(warp::any().map(HashMap::new)).unify()
+    }
+
+    /// Every API route.
+    pub fn api(engine: Arc<Engine>, token: Option<Arc<str>>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+        let health = warp::path!("api" / "health").and(warp::get()).map(|| {
+            json(StatusCode::OK, &Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() })
+        });
+        let e = || with_engine(engine.clone());
+        let a = || auth(token.clone());
+        let mutate = || json_content_type();
+
+        // GET /api/jobs/stats
+        let stats = warp::path!("api" / "jobs" / "stats").and(warp::get()).and(a()).and(e()).map(|eng: Arc<Engine>| {
+            json(StatusCode::OK, &eng.store.stats())
+        });
+        // GET /api/jobs
+        let list = warp::path!("api" / "jobs").and(warp::get()).and(a()).and(e()).and(query()).and_then(handlers::list_jobs);
+        // GET /api/jobs/{id}
+        let get = warp::path!("api" / "jobs" / String).and(warp::get()).and(a()).and(e()).and_then(handlers::get_job);
+        // GET /api/jobs/{id}/logs
+        let logs = warp::path!("api" / "jobs" / String / "logs")
+            .and(warp::get())
+            .and(a())
+            .and(e())
+            .and(query())
+            .and_then(handlers::logs);
+        // POST /api/jobs/{id}/cancel
+        let cancel = warp::path!("api" / "jobs" / String / "cancel")
+            .and(warp::post())
+            .and(a())
+            .and(mutate())
+            .and(e())
+            .and_then(handlers::cancel);
+        // DELETE /api/jobs/{id}
+        let delete = warp::path!("api" / "jobs" / String)
+            .and(warp::delete())
+            .and(a())
+            .and(mutate())
+            .and(e())
+            .and_then(handlers::delete_job);
+        // POST /api/jobs/{id}/rerun
+        let rerun = warp::path!("api" / "jobs" / String / "rerun")
+            .and(warp::post())
+            .and(a())
+            .and(mutate())
+            .and(e())
+            .and_then(handlers::rerun);
+        // GET /api/job-definitions
+        let defs = warp::path!("api" / "job-definitions").and(warp::get()).and(a()).and(e()).map(|eng: Arc<Engine>| {
+            json(StatusCode::OK, &DefinitionsList { job_definitions: eng.list_definitions() })
+        });
+        // POST /api/job-definitions
+        let put_def = warp::path!("api" / "job-definitions")
+            .and(warp::post())
+            .and(a())
+            .and(mutate())
+            .and(e())
+            .and(warp::body::content_length_limit(MAX_BODY))
+            .and(warp::body::bytes())
+            .and_then(handlers::put_definition);
+        // GET /api/job-definitions/{id}
+        let get_def = warp::path!("api" / "job-definitions" / String).and(warp::get()).and(a()).and(e()).and_then(
+            |id: String, eng: Arc<Engine>| async move {
+                eng.get_definition(&id).map(|d| json(StatusCode::OK, &d)).map_err(reject)
+            },
+        );
+        // DELETE /api/job-definitions/{id}
+        let del_def = warp::path!("api" / "job-definitions" / String)
+            .and(warp::delete())
+            .and(a())
+            .and(mutate())
+            .and(e())
+            .and_then(|id: String, eng: Arc<Engine>| async move {
+                eng.delete_definition(&id).map_err(reject)?;
+                Ok::<_, Rejection>(json(StatusCode::OK, &serde_json::json!({ "id": id, "deleted": true })))
+            });
+        // POST /api/job-definitions/{id}/execute
+        let execute = warp::path!("api" / "job-definitions" / String / "execute")
+            .and(warp::post())
+            .and(a())
+            .and(mutate())
+            .and(e())
+            .and_then(handlers::execute);
+
+        health
+            .or(stats)
+            .or(list)
+            .or(logs)
+            .or(get)
+            .or(cancel)
+            .or(delete)
+            .or(rerun)
+            .or(defs)
+            .or(put_def)
+            .or(get_def)
+            .or(del_def)
+            .or(execute)
+    }
+}
+
+pub mod handlers {
+    use super::*;
+
+    fn positive(name: &str, v: &str) -> Result<usize, Rejection> {
+        match v.trim().parse::<i64>() {
+            Ok(n) if n > 0 => Ok(n as usize),
+            _ => Err(ApiError::bad_request(format!("{name}: must be a positive integer, got {v:?}"))),
+        }
+    }
+
+    pub async fn list_jobs(eng: Arc<Engine>, q: HashMap<String, String>) -> Result<warp::reply::Response, Rejection> {
+        let limit = match q.get("limit") {
+            None => DEFAULT_JOBS_LIMIT,
+            Some(v) => positive("limit", v)?.min(MAX_JOBS_LIMIT),
+        };
+        let offset = match q.get("offset") {
+            None => 0,
+            Some(v) => v
+                .trim()
+                .parse::<usize>()
+                .map_err(|_| ApiError::bad_request(format!("offset: must be a non-negative integer, got {v:?}")))?,
+        };
+        let mut statuses = Vec::new();
+        if let Some(s) = q.get("status") {
+            for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                statuses.push(part.parse::<JobStatus>().map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "status: {part:?} is not one of pending, running, completed, failed, cancelled"
+                    ))
+                })?);
+            }
+        }
+        let parent = q.get("parent_id").map(String::as_str);
+        let eng2 = eng.clone();
+        let parent_owned = parent.map(str::to_string);
+        let (jobs, total) = tokio::task::spawn_blocking(move || {
+            eng2.list_jobs(parent_owned.as_deref(), &statuses, limit, offset)
+        })
+        .await
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(reject)?;
+        Ok(json(StatusCode::OK, &JobsList { jobs, total_count: total, limit: limit as u64, offset: offset as u64 }))
+    }
+
+    pub async fn get_job(id: String, eng: Arc<Engine>) -> Result<warp::reply::Response, Rejection> {
+        eng.get_job(&id).map(|j| json(StatusCode::OK, &j)).map_err(reject)
+    }
+
+    /// Dresses stored events in their ids for the wire.
+    pub fn to_wire(m: &ManagerRecord, raw: Vec<RawEvent>) -> Vec<Event> {
+        let mgr = JobPath::manager(m.num);
+        let mgr_id = mgr.to_string();
+        raw.into_iter()
+            .map(|r| {
+                let step = (r.step > 0).then(|| JobPath::step(m.num, r.step));
+                let job = if r.child > 0 { JobPath::child(m.num, r.step, r.child) } else { step.unwrap_or(mgr) };
+                Event {
+                    seq: r.seq,
+                    job_id: job.to_string(),
+                    step_id: step.map(|s| s.to_string()),
+                    manager_id: mgr_id.clone(),
+                    step_name: step.and_then(|_| m.steps.get(r.step as usize - 1).map(|s| s.name.clone())),
+                    level: r.level,
+                    message: r.message,
+                    originator: r.originator,
+                    timestamp: clock(r.ts_ms),
+                    full_timestamp: rfc3339(r.ts_ms),
+                }
+            })
+            .collect()
+    }
+
+    pub async fn logs(id: String, eng: Arc<Engine>, q: HashMap<String, String>) -> Result<warp::reply::Response, Rejection> {
+        let limit = match q.get("limit") {
+            None => DEFAULT_LOG_LIMIT,
+            Some(v) => positive("limit", v)?.min(MAX_LOG_LIMIT),
+        };
+        let order = match q.get("order").map(String::as_str) {
+            None | Some("desc") => Order::Desc,
+            Some("asc") => Order::Asc,
+            Some(o) => return Err(ApiError::bad_request(format!("order: must be asc or desc, got {o:?}"))),
+        };
+        let after = match q.get("after") {
+            None => None,
+            Some(v) => Some(
+                v.trim()
+                    .parse::<u64>()
+                    .map_err(|_| ApiError::bad_request(format!("after: must be a seq number (0 or more), got {v:?}")))?,
+            ),
+        };
+        let (min_level, level_name) = match q.get("level").map(String::as_str) {
+            None | Some("all") => (None, "all".to_string()),
+            Some(l @ ("debug" | "info" | "warn" | "error")) => (l.parse::<Level>().ok(), l.to_string()),
+            Some(l) => {
+                return Err(ApiError::bad_request(format!(
+                    "level: must be debug, info, warn, error or all, got {l:?}"
+                )));
+            }
+        };
+        let (path, m) = eng.resolve(&id).map_err(reject)?;
+        let query = LogQuery { path, limit, order, after, min_level };
+        let store = eng.store.clone();
+        let page = tokio::task::spawn_blocking(move || store.read_logs(&query))
+            .await
+            .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(|e| reject(e.into()))?;
+        let logs = to_wire(&m, page.events);
+        let order = if after.is_some() { Order::Asc } else { order };
+        Ok(json(
+            StatusCode::OK,
+            &LogsResponse {
+                job_id: id,
+                count: logs.len() as u64,
+                logs,
+                limit: limit as u64,
+                order,
+                level: level_name,
+                last_seq: page.last_seq,
+            },
+        ))
+    }
+
+    pub async fn cancel(id: String, eng: Arc<Engine>) -> Result<warp::reply::Response, Rejection> {
+        let message = eng.cancel(&id).await.map_err(reject)?;
+        Ok(json(StatusCode::OK, &CancelResponse { job_id: id, message }))
+    }
+
+    pub async fn delete_job(id: String, eng: Arc<Engine>) -> Result<warp::reply::Response, Rejection> {
+        let (deleted_jobs, deleted_events) = eng.delete(&id).await.map_err(reject)?;
+        Ok(json(StatusCode::OK, &DeleteResponse { job_id: id, deleted_jobs, deleted_events }))
+    }
+
+    pub async fn rerun(id: String, eng: Arc<Engine>) -> Result<warp::reply::Response, Rejection> {
+        let new_job_id = eng.rerun(&id).await.map_err(reject)?;
+        Ok(json(StatusCode::CREATED, &RerunResponse { original_job_id: id, new_job_id }))
+    }
+
+    pub async fn execute(id: String, eng: Arc<Engine>) -> Result<warp::reply::Response, Rejection> {
+        let job_id = eng.execute(&id).await.map_err(reject)?;
+        Ok(json(StatusCode::ACCEPTED, &ExecuteResponse { job_id }))
+    }
+
+    pub async fn put_definition(eng: Arc<Engine>, body: bytes::Bytes) -> Result<warp::reply::Response, Rejection> {
+        let def: JobDefinition = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("invalid job definition: {e}")))?;
+        let info = eng.put_definition(def).map_err(reject)?;
+        Ok(json(StatusCode::CREATED, &info))
+    }
+}
+
+/// Turns every rejection into `{"error": …}` with a fitting status.
+pub async fn recover(err: Rejection) -> Result<warp::reply::Response, Infallible> {
+    let (status, message) = if let Some(e) = err.find::<ApiError>() {
+        (e.status, e.message.clone())
+    } else if err.is_not_found() {
+        (StatusCode::NOT_FOUND, "no such route".to_string())
+    } else if err.find::<warp::reject::PayloadTooLarge>().is_some() {
+        (StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {MAX_BODY} bytes"))
+    } else if err.find::<warp::reject::LengthRequired>().is_some() {
+        (StatusCode::LENGTH_REQUIRED, "a Content-Length is required".to_string())
+    } else if err.find::<warp::reject::UnsupportedMediaType>().is_some() {
+        (StatusCode::UNSUPPORTED_MEDIA_TYPE, "Content-Type must be application/json".to_string())
+    } else if err.find::<warp::reject::MethodNotAllowed>().is_some() {
+        (StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route".to_string())
+    } else if let Some(e) = err.find::<warp::reject::InvalidQuery>() {
+        (StatusCode::BAD_REQUEST, e.to_string())
+    } else if let Some(e) = err.find::<warp::reject::InvalidHeader>() {
+        (StatusCode::BAD_REQUEST, e.to_string())
+    } else if let Some(e) = err.find::<warp::reject::MissingHeader>() {
+        (StatusCode::BAD_REQUEST, e.to_string())
+    } else {
+        tracing::warn!(?err, "unhandled rejection");
+        (StatusCode::INTERNAL_SERVER_ERROR, "internal error".to_string())
+    };
+    Ok(json(status, &ErrorBody { error: message }))
+}

@@ -1,0 +1,312 @@
+//! Job definitions: parsing (TOML files, JSON over the API) and validation into a plan the
+//! runner can execute without further checks. Every error names the field it is about.
+
+use std::collections::{BTreeMap, HashSet};
+use std::path::Path;
+use std::time::Duration;
+
+use quaero_shared::{JobDefinition, Level, StepDefinition, StepType};
+use serde::Deserialize;
+
+/// Caps that keep one definition from exhausting the daemon.
+pub const MAX_STEPS: usize = 100;
+pub const MAX_CHILDREN: u64 = 100_000;
+pub const MAX_EMIT_COUNT: u64 = 100_000_000;
+pub const MAX_ID_LEN: usize = 64;
+
+/// A validated definition, ready to run.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub timeout: Option<Duration>,
+    pub steps: Vec<StepPlan>,
+}
+
+#[derive(Debug, Clone)]
+pub enum StepPlan {
+    Command(CommandSpec),
+    HttpFetch(HttpSpec),
+    Emit(EmitSpec),
+}
+
+impl StepPlan {
+    pub fn step_type(&self) -> StepType {
+        match self {
+            Self::Command(_) => StepType::Command,
+            Self::HttpFetch(_) => StepType::HttpFetch,
+            Self::Emit(_) => StepType::Emit,
+        }
+    }
+
+    /// Number of child jobs this step fans out (0: it runs as one unit of work).
+    pub fn children(&self) -> u64 {
+        match self {
+            Self::Command(c) => c.for_each.as_ref().map_or(0, |v| v.len() as u64),
+            Self::HttpFetch(h) => h.urls.len() as u64,
+            Self::Emit(e) => e.children,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommandSpec {
+    #[serde(default)]
+    pub run: Option<String>,
+    #[serde(default)]
+    pub argv: Option<Vec<String>>,
+    #[serde(default)]
+    pub cwd: Option<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    #[serde(default)]
+    pub for_each: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSpec {
+    pub urls: Vec<String>,
+    #[serde(default)]
+    pub allow_failures: u64,
+    /// Per request, e.g. "10s". Default 30 s.
+    #[serde(default)]
+    pub timeout: Option<String>,
+    #[serde(skip)]
+    pub timeout_dur: Duration,
+}
+
+fn default_count() -> u64 {
+    1000
+}
+fn default_message() -> String {
+    "event {i} of {n}".into()
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmitSpec {
+    #[serde(default = "default_count")]
+    pub count: u64,
+    #[serde(default)]
+    pub children: u64,
+    #[serde(default)]
+    pub interval_ms: u64,
+    #[serde(default)]
+    pub level: Level,
+    #[serde(default = "default_message")]
+    pub message: String,
+    #[serde(default)]
+    pub fail: bool,
+}
+
+pub fn valid_id(id: &str) -> Result<(), String> {
+    if id.is_empty() || id.len() > MAX_ID_LEN {
+        return Err(format!("id: must be 1 to {MAX_ID_LEN} characters"));
+    }
+    if !id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-') {
+        return Err(format!("id: {id:?} may only contain a-z, 0-9, _ and -"));
+    }
+    Ok(())
+}
+
+fn step_config<T: for<'de> Deserialize<'de>>(
+    at: &str,
+    v: &serde_json::Value,
+) -> Result<T, String> {
+    serde_json::from_value(v.clone()).map_err(|e| format!("{at}.config: {e}"))
+}
+
+/// Validates a definition; errors name the field (`steps[1].config.count: …`).
+pub fn validate(def: &JobDefinition) -> Result<Plan, String> {
+    valid_id(&def.id)?;
+    if def.name.len() > 200 {
+        return Err("name: longer than 200 characters".into());
+    }
+    let timeout = match &def.timeout {
+        None => None,
+        Some(t) => Some(
+            humantime::parse_duration(t)
+                .map_err(|e| format!("timeout: {t:?} is not a duration like \"30m\": {e}"))?,
+        ),
+    };
+    if def.steps.is_empty() {
+        return Err("steps: a definition needs at least one step".into());
+    }
+    if def.steps.len() > MAX_STEPS {
+        return Err(format!("steps: at most {MAX_STEPS} steps"));
+    }
+    let mut names = HashSet::new();
+    let mut steps = Vec::new();
+    for (i, s) in def.steps.iter().enumerate() {
+        let at = format!("steps[{i}]");
+        if s.name.trim().is_empty() {
+            return Err(format!("{at}.name: must not be empty"));
+        }
+        if !names.insert(s.name.as_str()) {
+            return Err(format!("{at}.name: {:?} is used by another step", s.name));
+        }
+        if !s.config.is_object() {
+            return Err(format!("{at}.config: must be a table"));
+        }
+        steps.push(validate_step(&at, s)?);
+    }
+    Ok(Plan { timeout, steps })
+}
+
+fn validate_step(at: &str, s: &StepDefinition) -> Result<StepPlan, String> {
+    match s.step_type.as_str() {
+        "command" => {
+            let c: CommandSpec = step_config(at, &s.config)?;
+            match (&c.run, &c.argv) {
+                (Some(_), Some(_)) => return Err(format!("{at}.config: give run or argv, not both")),
+                (None, None) => return Err(format!("{at}.config.run: missing (or give argv)")),
+                (Some(r), None) if r.trim().is_empty() => {
+                    return Err(format!("{at}.config.run: must not be empty"));
+                }
+                (None, Some(a)) if a.is_empty() || a[0].is_empty() => {
+                    return Err(format!("{at}.config.argv: must name a program"));
+                }
+                _ => {}
+            }
+            if let Some(items) = &c.for_each {
+                if items.is_empty() || items.len() as u64 > MAX_CHILDREN {
+                    return Err(format!("{at}.config.for_each: 1 to {MAX_CHILDREN} items"));
+                }
+            }
+            Ok(StepPlan::Command(c))
+        }
+        "http_fetch" => {
+            let mut h: HttpSpec = step_config(at, &s.config)?;
+            if h.urls.is_empty() || h.urls.len() as u64 > MAX_CHILDREN {
+                return Err(format!("{at}.config.urls: 1 to {MAX_CHILDREN} URLs"));
+            }
+            for (j, u) in h.urls.iter().enumerate() {
+                let ok = reqwest::Url::parse(u).map(|u| u.scheme() == "http").unwrap_or(false);
+                if !ok {
+                    return Err(format!(
+                        "{at}.config.urls[{j}]: {u:?} is not an http:// URL (https is not built in)"
+                    ));
+                }
+            }
+            h.timeout_dur = match &h.timeout {
+                None => Duration::from_secs(30),
+                Some(t) => humantime::parse_duration(t)
+                    .map_err(|e| format!("{at}.config.timeout: {t:?}: {e}"))?,
+            };
+            Ok(StepPlan::HttpFetch(h))
+        }
+        "emit" => {
+            let e: EmitSpec = step_config(at, &s.config)?;
+            if e.count > MAX_EMIT_COUNT {
+                return Err(format!("{at}.config.count: at most {MAX_EMIT_COUNT}"));
+            }
+            if e.children > MAX_CHILDREN {
+                return Err(format!("{at}.config.children: at most {MAX_CHILDREN}"));
+            }
+            if e.message.len() > 64 * 1024 {
+                return Err(format!("{at}.config.message: longer than 64 KiB"));
+            }
+            Ok(StepPlan::Emit(e))
+        }
+        other => Err(format!(
+            "{at}.type: unknown step type {other:?} (expected command, http_fetch or emit)"
+        )),
+    }
+}
+
+/// A definition as found in the definitions dir or the API, valid or not.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    pub def: JobDefinition,
+    pub plan: Result<Plan, String>,
+    pub source: String,
+}
+
+/// Reads every `*.toml` in `dir`. A file that does not parse or validate is kept with
+/// its error (listed as invalid) so the operator sees it; nothing else is affected.
+pub fn load_dir(dir: &Path) -> Vec<Loaded> {
+    let mut out: Vec<Loaded> = Vec::new();
+    let mut entries: Vec<_> = match std::fs::read_dir(dir) {
+        Ok(rd) => rd.filter_map(|e| e.ok()).map(|e| e.path()).collect(),
+        Err(e) => {
+            tracing::warn!(dir = %dir.display(), error = %e, "cannot read the definitions dir");
+            return out;
+        }
+    };
+    entries.sort();
+    for path in entries {
+        if path.extension().and_then(|e| e.to_str()) != Some("toml") {
+            continue;
+        }
+        let source = format!("file:{}", path.display());
+        let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("invalid").to_string();
+        let parsed = std::fs::read_to_string(&path)
+            .map_err(|e| format!("cannot read: {e}"))
+            .and_then(|t| toml::from_str::<JobDefinition>(&t).map_err(|e| e.to_string().trim().to_string()));
+        let loaded = match parsed {
+            Ok(def) => {
+                let mut plan = validate(&def);
+                if let Some(prev) = out.iter().find(|l| l.def.id == def.id) {
+                    plan = Err(format!("id: {:?} is already defined in {}", def.id, prev.source));
+                }
+                Loaded { def, plan, source }
+            }
+            Err(e) => Loaded {
+                def: JobDefinition {
+                    id: stem,
+                    name: String::new(),
+                    description: String::new(),
+                    timeout: None,
+                    steps: vec![],
+                },
+                plan: Err(e),
+                source,
+            },
+        };
+        if let Err(e) = &loaded.plan {
+            tracing::warn!(file = %path.display(), error = %e, "job definition not loaded");
+        }
+        out.push(loaded);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn def(toml_text: &str) -> Result<Plan, String> {
+        let d: JobDefinition = toml::from_str(toml_text).map_err(|e| e.to_string())?;
+        validate(&d)
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let e = def("id = \"x\"\n[[steps]]\nname = \"a\"\ntype = \"shell\"\n").unwrap_err();
+        assert!(e.contains("steps[0].type") && e.contains("shell"), "{e}");
+        let e = def("id = \"x\"\n[[steps]]\nname = \"a\"\ntype = \"emit\"\n[steps.config]\ncount = \"many\"\n").unwrap_err();
+        assert!(e.contains("steps[0].config"), "{e}");
+        let e = def("id = \"X!\"\n[[steps]]\nname = \"a\"\ntype = \"emit\"\n").unwrap_err();
+        assert!(e.starts_with("id:"), "{e}");
+        let e = def("id = \"x\"\n[[steps]]\nname = \"a\"\ntype = \"command\"\n").unwrap_err();
+        assert!(e.contains("steps[0].config.run"), "{e}");
+        let e = def("id = \"x\"\n[[steps]]\nname = \"a\"\ntype = \"http_fetch\"\n[steps.config]\nurls = [\"ftp://x\"]\n").unwrap_err();
+        assert!(e.contains("steps[0].config.urls[0]"), "{e}");
+        let e = def("id = \"x\"\ntimeout = \"soon\"\n[[steps]]\nname = \"a\"\ntype = \"emit\"\n").unwrap_err();
+        assert!(e.starts_with("timeout:"), "{e}");
+        assert!(def("id = \"x\"\n[[steps]]\nname = \"a\"\ntype = \"emit\"\n[steps.config]\ncount = 3\nchildren = 2\n").is_ok());
+    }
+
+    #[test]
+    fn broken_files_are_listed_not_fatal() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("good.toml"), "id = \"good\"\n[[steps]]\nname = \"a\"\ntype = \"emit\"\n").unwrap();
+        std::fs::write(dir.path().join("broken.toml"), "id = \"broken\n").unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
+        let l = load_dir(dir.path());
+        assert_eq!(l.len(), 2);
+        let broken = l.iter().find(|l| l.def.id == "broken").unwrap();
+        assert!(broken.plan.is_err());
+        assert!(l.iter().find(|l| l.def.id == "good").unwrap().plan.is_ok());
+    }
+}

@@ -1,0 +1,621 @@
+//! The job engine: definitions, managers and their steps, the worker pool.
+//!
+//! A live manager is held in memory ([`LiveManager`]) while it runs; its record is the
+//! truth the API shows and is persisted through the store's writer as snapshots. A status
+//! becomes terminal in memory only after the store confirmed that the job's events are
+//! flushed, so whoever sees "completed" can read every event of the job.
+
+pub mod definition;
+mod run;
+pub mod runners;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+
+use quaero_shared::{
+    ChildCounts, DefinitionInfo, Job, JobDefinition, JobKind, JobPath, JobStatus, JobStatusChange, StepSummary,
+};
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::aggregator::Aggregator;
+use crate::config::Config;
+use crate::store::{ChildRecord, ManagerRecord, StepRecord, Store, StoreError};
+use crate::time::{now_ms, rfc3339};
+use definition::{Loaded, Plan};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    Invalid(String),
+    #[error("the daemon is shutting down")]
+    ShuttingDown,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;
+
+/// Why a manager's token was cancelled.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StopReason {
+    /// Cancelled over the API.
+    Cancelled,
+    /// The definition's timeout elapsed.
+    Timeout(String),
+    /// The daemon is stopping: leave the job as it is, to be resumed at the next start.
+    Shutdown,
+}
+
+/// A manager that is running (or about to) in this process.
+pub struct LiveManager {
+    pub num: u64,
+    /// The record the API shows. A std Mutex: held only to copy or change a few fields.
+    pub record: Mutex<ManagerRecord>,
+    pub cancel: CancellationToken,
+    pub reason: Mutex<Option<StopReason>>,
+    pub plan: Arc<Plan>,
+    /// Tokens of the running steps' children, for cancelling one child.
+    pub child_tokens: Mutex<HashMap<JobPath, CancellationToken>>,
+}
+
+impl LiveManager {
+    pub fn snapshot(&self) -> ManagerRecord {
+        self.record.lock().expect("record").clone()
+    }
+    pub fn stop(&self, reason: StopReason) {
+        let mut r = self.reason.lock().expect("reason");
+        if r.is_none() {
+            *r = Some(reason);
+        }
+        self.cancel.cancel();
+    }
+    pub fn stop_reason(&self) -> Option<StopReason> {
+        self.reason.lock().expect("reason").clone()
+    }
+}
+
+pub struct Engine {
+    pub store: Store,
+    pub aggregator: Arc<Aggregator>,
+    pub config: Config,
+    definitions: RwLock<BTreeMap<String, Loaded>>,
+    live: Mutex<HashMap<u64, Arc<LiveManager>>>,
+    /// The worker pool: one permit per unit of work (a child job, or a step that does not
+    /// fan out), so `concurrency` bounds what runs at once across all managers.
+    pub pool: Arc<Semaphore>,
+    pub http: reqwest::Client,
+    tasks: TaskTracker,
+    shutting_down: CancellationToken,
+}
+
+impl Engine {
+    pub fn new(store: Store, aggregator: Arc<Aggregator>, config: Config) -> Arc<Engine> {
+        let http = reqwest::Client::builder()
+            .user_agent(concat!("quaerod/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .expect("http client");
+        Arc::new(Engine {
+            pool: Arc::new(Semaphore::new(config.concurrency)),
+            store,
+            aggregator,
+            config,
+            definitions: RwLock::new(BTreeMap::new()),
+            live: Mutex::new(HashMap::new()),
+            http,
+            tasks: TaskTracker::new(),
+            shutting_down: CancellationToken::new(),
+        })
+    }
+
+    /// Loads the definitions dir and the API-created definitions kept in the store.
+    pub fn load_definitions(&self) -> Result<()> {
+        let mut map = BTreeMap::new();
+        for l in definition::load_dir(&self.config.definitions_dir) {
+            map.entry(l.def.id.clone()).or_insert(l);
+        }
+        for def in self.store.definitions()? {
+            let plan = definition::validate(&def);
+            map.insert(def.id.clone(), Loaded { def, plan, source: "api".into() });
+        }
+        *self.definitions.write().expect("definitions") = map;
+        Ok(())
+    }
+
+    pub fn list_definitions(&self) -> Vec<DefinitionInfo> {
+        self.definitions.read().expect("definitions").values().map(definition_info).collect()
+    }
+
+    pub fn get_definition(&self, id: &str) -> Result<DefinitionInfo> {
+        self.definitions
+            .read()
+            .expect("definitions")
+            .get(id)
+            .map(definition_info)
+            .ok_or_else(|| EngineError::NotFound(format!("no job definition {id:?}")))
+    }
+
+    pub fn put_definition(&self, def: JobDefinition) -> Result<DefinitionInfo> {
+        let plan = definition::validate(&def).map_err(EngineError::Invalid)?;
+        self.store.put_definition(&def)?;
+        let loaded = Loaded { def, plan: Ok(plan), source: "api".into() };
+        let info = definition_info(&loaded);
+        self.definitions.write().expect("definitions").insert(loaded.def.id.clone(), loaded);
+        Ok(info)
+    }
+
+    pub fn delete_definition(&self, id: &str) -> Result<()> {
+        let mut defs = self.definitions.write().expect("definitions");
+        match defs.get(id) {
+            None => Err(EngineError::NotFound(format!("no job definition {id:?}"))),
+            Some(l) if l.source != "api" => Err(EngineError::Conflict(format!(
+                "definition {id:?} comes from {}; remove the file instead",
+                l.source.trim_start_matches("file:")
+            ))),
+            Some(_) => {
+                self.store.delete_definition(id)?;
+                defs.remove(id);
+                Ok(())
+            }
+        }
+    }
+
+    /// Starts a run of a definition; returns the new manager's id.
+    pub async fn execute(self: &Arc<Self>, def_id: &str) -> Result<String> {
+        let (def, plan) = {
+            let defs = self.definitions.read().expect("definitions");
+            let l = defs
+                .get(def_id)
+                .ok_or_else(|| EngineError::NotFound(format!("no job definition {def_id:?}")))?;
+            match &l.plan {
+                Ok(p) => (l.def.clone(), p.clone()),
+                Err(e) => return Err(EngineError::Invalid(format!("definition {def_id:?} is invalid: {e}"))),
+            }
+        };
+        self.start(def, plan).await
+    }
+
+    async fn start(self: &Arc<Self>, def: JobDefinition, plan: Plan) -> Result<String> {
+        if self.shutting_down.is_cancelled() {
+            return Err(EngineError::ShuttingDown);
+        }
+        let num = self.store.alloc_manager()?;
+        let rec = ManagerRecord {
+            num,
+            definition_id: def.id.clone(),
+            name: if def.name.is_empty() { def.id.clone() } else { def.name.clone() },
+            status: JobStatus::Pending,
+            created_ms: now_ms(),
+            started_ms: None,
+            finished_ms: None,
+            error: None,
+            steps: def
+                .steps
+                .iter()
+                .zip(&plan.steps)
+                .map(|(s, p)| StepRecord {
+                    name: s.name.clone(),
+                    step_type: p.step_type(),
+                    description: s.description.clone(),
+                    status: JobStatus::Pending,
+                    child_counts: ChildCounts::default(),
+                    started_ms: None,
+                    finished_ms: None,
+                    error: None,
+                })
+                .collect(),
+            definition: def,
+        };
+        self.store.put_manager(rec.clone()).await?;
+        let id = JobPath::manager(num).to_string();
+        self.spawn_manager(rec, Arc::new(plan));
+        Ok(id)
+    }
+
+    fn spawn_manager(self: &Arc<Self>, rec: ManagerRecord, plan: Arc<Plan>) {
+        let live = Arc::new(LiveManager {
+            num: rec.num,
+            record: Mutex::new(rec),
+            cancel: self.shutting_down.child_token(),
+            reason: Mutex::new(None),
+            plan,
+            child_tokens: Mutex::new(HashMap::new()),
+        });
+        self.live.lock().expect("live").insert(live.num, live.clone());
+        let engine = self.clone();
+        self.tasks.spawn(async move {
+            run::run_manager(engine.clone(), live.clone()).await;
+            engine.live.lock().expect("live").remove(&live.num);
+        });
+    }
+
+    /// At start: every manager a crash or a stop left pending or running is resumed; its
+    /// interrupted step runs again from the start (children that finished are kept).
+    pub async fn recover(self: &Arc<Self>) -> Result<usize> {
+        let mut stale = Vec::new();
+        self.store.for_each_manager_desc(|m| {
+            if !m.status.is_terminal() {
+                stale.push(m);
+            }
+            true
+        })?;
+        stale.sort_by_key(|m| m.num);
+        let n = stale.len();
+        for m in stale {
+            match definition::validate(&m.definition) {
+                Ok(plan) => {
+                    let was = m.status;
+                    let step = m.steps.iter().position(|s| !s.status.is_terminal());
+                    let msg = match step {
+                        Some(i) if m.steps[i].status == JobStatus::Running => format!(
+                            "quaerod restarted: resuming this job (it was {was} when the daemon stopped); step {:?} runs again from its start, its finished child jobs are kept",
+                            m.steps[i].name
+                        ),
+                        _ => format!("quaerod restarted: resuming this job (it was {was} when the daemon stopped)"),
+                    };
+                    let path = JobPath::manager(m.num);
+                    self.manager_event(path, quaero_shared::Level::Warn, msg).await;
+                    self.spawn_manager(m, Arc::new(plan));
+                }
+                Err(e) => {
+                    // The stored definition no longer validates (a newer daemon tightened
+                    // a rule): fail it rather than leave it running forever.
+                    let mut m = m;
+                    let msg = format!("quaerod restarted: cannot resume this job, its definition is invalid now: {e}");
+                    self.manager_event(JobPath::manager(m.num), quaero_shared::Level::Error, msg.clone()).await;
+                    let now = now_ms();
+                    for s in m.steps.iter_mut().filter(|s| !s.status.is_terminal()) {
+                        s.status = JobStatus::Failed;
+                        s.finished_ms = Some(now);
+                    }
+                    for i in 0..m.steps.len() {
+                        self.fail_stale_children(m.num, i as u32 + 1).await?;
+                    }
+                    m.status = JobStatus::Failed;
+                    m.error = Some(msg);
+                    m.finished_ms = Some(now);
+                    self.store.put_manager(m).await?;
+                }
+            }
+        }
+        self.store.sync().await?;
+        Ok(n)
+    }
+
+    async fn fail_stale_children(&self, mgr: u64, step: u32) -> Result<()> {
+        let now = now_ms();
+        let stale: Vec<ChildRecord> = self
+            .store
+            .children_of(mgr, step)?
+            .into_iter()
+            .filter(|c| !c.status.is_terminal())
+            .map(|mut c| {
+                c.status = JobStatus::Failed;
+                c.error = Some("quaerod restarted while this job ran".into());
+                c.finished_ms = Some(now);
+                c
+            })
+            .collect();
+        self.store.put_children(stale).await?;
+        Ok(())
+    }
+
+    async fn manager_event(&self, path: JobPath, level: quaero_shared::Level, message: String) {
+        let sink = runners::Sink { store: self.store.clone(), path, originator: quaero_shared::Originator::Manager };
+        sink.send(level, message).await;
+    }
+
+    fn live(&self, num: u64) -> Option<Arc<LiveManager>> {
+        self.live.lock().expect("live").get(&num).cloned()
+    }
+
+    /// The record of a manager: live copy first, then the store.
+    pub fn manager_record(&self, num: u64) -> Result<Option<ManagerRecord>> {
+        if let Some(l) = self.live(num) {
+            return Ok(Some(l.snapshot()));
+        }
+        Ok(self.store.get_manager(num)?)
+    }
+
+    fn not_found(id: &str) -> EngineError {
+        EngineError::NotFound(format!("no job {id:?}"))
+    }
+
+    /// Resolves any id to its path, checking that the job exists.
+    pub fn resolve(&self, id: &str) -> Result<(JobPath, ManagerRecord)> {
+        let path = JobPath::parse(id).ok_or_else(|| Self::not_found(id))?;
+        let m = self.manager_record(path.manager)?.ok_or_else(|| Self::not_found(id))?;
+        if path.step as usize > m.steps.len() {
+            return Err(Self::not_found(id));
+        }
+        if path.child > 0 && self.store.get_child(path)?.is_none() {
+            return Err(Self::not_found(id));
+        }
+        Ok((path, m))
+    }
+
+    pub fn get_job(&self, id: &str) -> Result<Job> {
+        let (path, m) = self.resolve(id)?;
+        match path.kind() {
+            JobKind::Manager => Ok(manager_job(&m)),
+            JobKind::Step => Ok(step_job(&m, path.step)),
+            JobKind::Job => {
+                let c = self.store.get_child(path)?.ok_or_else(|| Self::not_found(id))?;
+                Ok(child_job(&m, &c))
+            }
+        }
+    }
+
+    /// `GET /api/jobs`: managers (newest first), a manager's steps, or a step's children.
+    pub fn list_jobs(
+        &self,
+        parent: Option<&str>,
+        statuses: &[JobStatus],
+        limit: usize,
+        offset: usize,
+    ) -> Result<(Vec<Job>, u64)> {
+        let keep = |s: JobStatus| statuses.is_empty() || statuses.contains(&s);
+        let mut total = 0u64;
+        let mut out = Vec::new();
+        let mut take = |job: Job| {
+            if keep(job.status) {
+                if total as usize >= offset && out.len() < limit {
+                    out.push(job);
+                }
+                total += 1;
+            }
+        };
+        match parent {
+            None | Some("root") => {
+                let live: HashMap<u64, ManagerRecord> = self
+                    .live
+                    .lock()
+                    .expect("live")
+                    .iter()
+                    .map(|(n, l)| (*n, l.snapshot()))
+                    .collect();
+                self.store.for_each_manager_desc(|m| {
+                    let m = live.get(&m.num).cloned().unwrap_or(m);
+                    take(manager_job(&m));
+                    true
+                })?;
+            }
+            Some(id) => {
+                let (path, m) = self.resolve(id)?;
+                match path.kind() {
+                    JobKind::Manager => {
+                        for i in 1..=m.steps.len() as u32 {
+                            take(step_job(&m, i));
+                        }
+                    }
+                    JobKind::Step => {
+                        for c in self.store.children_of(path.manager, path.step)? {
+                            take(child_job(&m, &c));
+                        }
+                    }
+                    JobKind::Job => {}
+                }
+            }
+        }
+        Ok((out, total))
+    }
+
+    pub async fn cancel(&self, id: &str) -> Result<String> {
+        let (path, m) = self.resolve(id)?;
+        let live = self.live(path.manager);
+        let status = match path.kind() {
+            JobKind::Manager => m.status,
+            JobKind::Step => m.steps[path.step as usize - 1].status,
+            JobKind::Job => self.store.get_child(path)?.map(|c| c.status).unwrap_or(JobStatus::Completed),
+        };
+        if status.is_terminal() {
+            return Err(EngineError::Conflict(format!("job {id} is already {status}")));
+        }
+        let Some(live) = live else {
+            return Err(EngineError::Conflict(format!("job {id} is not running in this daemon")));
+        };
+        match path.kind() {
+            JobKind::Manager | JobKind::Step => {
+                // A step cannot be skipped on its own: steps run in order, so cancelling
+                // one cancels the run it belongs to.
+                live.stop(StopReason::Cancelled);
+                Ok(format!("cancelling {}", JobPath::manager(path.manager)))
+            }
+            JobKind::Job => {
+                let token = live.child_tokens.lock().expect("tokens").get(&path).cloned();
+                match token {
+                    Some(t) => {
+                        t.cancel();
+                        Ok(format!("cancelling {id}"))
+                    }
+                    None => Err(EngineError::Conflict(format!("job {id} is not running"))),
+                }
+            }
+        }
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<(u64, u64)> {
+        let (path, m) = self.resolve(id)?;
+        if path.kind() != JobKind::Manager {
+            return Err(EngineError::Invalid(format!(
+                "{id} is not a manager; delete its manager {}",
+                JobPath::manager(path.manager)
+            )));
+        }
+        if !m.status.is_terminal() || self.live(path.manager).is_some() {
+            return Err(EngineError::Conflict(format!("job {id} is {}; cancel it first", m.status)));
+        }
+        Ok(self.store.delete_manager(path.manager).await?)
+    }
+
+    pub async fn rerun(self: &Arc<Self>, id: &str) -> Result<String> {
+        let (path, m) = self.resolve(id)?;
+        if path.kind() != JobKind::Manager {
+            return Err(EngineError::Invalid(format!(
+                "{id} is not a manager; rerun its manager {}",
+                JobPath::manager(path.manager)
+            )));
+        }
+        let plan = definition::validate(&m.definition).map_err(EngineError::Invalid)?;
+        self.start(m.definition, plan).await
+    }
+
+    /// Stops taking work, interrupts running jobs (they stay running in the store and are
+    /// resumed at the next start), and waits for the managers to wind down.
+    pub async fn shutdown(&self, grace: std::time::Duration) {
+        self.shutting_down.cancel();
+        for l in self.live.lock().expect("live").values() {
+            l.stop(StopReason::Shutdown);
+        }
+        self.tasks.close();
+        if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
+            tracing::warn!("some jobs did not stop within {grace:?}");
+        }
+        let _ = self.store.sync().await;
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.is_cancelled()
+    }
+
+    pub(crate) fn status_change(&self, m: &ManagerRecord, step: u32) {
+        let mgr_id = JobPath::manager(m.num).to_string();
+        let change = if step == 0 {
+            JobStatusChange {
+                job_id: mgr_id.clone(),
+                parent_id: None,
+                manager_id: mgr_id,
+                kind: JobKind::Manager,
+                status: m.status,
+                step_name: None,
+                error: m.error.clone(),
+                timestamp: rfc3339(now_ms()),
+            }
+        } else {
+            let s = &m.steps[step as usize - 1];
+            JobStatusChange {
+                job_id: JobPath::step(m.num, step).to_string(),
+                parent_id: Some(mgr_id.clone()),
+                manager_id: mgr_id,
+                kind: JobKind::Step,
+                status: s.status,
+                step_name: Some(s.name.clone()),
+                error: s.error.clone(),
+                timestamp: rfc3339(now_ms()),
+            }
+        };
+        self.aggregator.status_changed(change);
+    }
+}
+
+fn definition_info(l: &Loaded) -> DefinitionInfo {
+    DefinitionInfo {
+        id: l.def.id.clone(),
+        name: if l.def.name.is_empty() { l.def.id.clone() } else { l.def.name.clone() },
+        description: l.def.description.clone(),
+        steps: l.def.steps.clone(),
+        valid: l.plan.is_ok(),
+        error: l.plan.as_ref().err().cloned(),
+        source: l.source.clone(),
+        timeout: l.def.timeout.clone(),
+    }
+}
+
+fn duration(start: Option<i64>, end: Option<i64>, running: bool) -> Option<u64> {
+    let start = start?;
+    let end = end.or_else(|| running.then(now_ms))?;
+    Some((end - start).max(0) as u64)
+}
+
+fn sum_counts(m: &ManagerRecord) -> ChildCounts {
+    let mut t = ChildCounts::default();
+    for s in &m.steps {
+        let c = s.child_counts;
+        t.total += c.total;
+        t.pending += c.pending;
+        t.running += c.running;
+        t.completed += c.completed;
+        t.failed += c.failed;
+        t.cancelled += c.cancelled;
+    }
+    t
+}
+
+pub fn step_summary(m: &ManagerRecord, step: u32) -> StepSummary {
+    let s = &m.steps[step as usize - 1];
+    StepSummary {
+        id: JobPath::step(m.num, step).to_string(),
+        index: step,
+        name: s.name.clone(),
+        step_type: s.step_type,
+        description: s.description.clone(),
+        status: s.status,
+        child_counts: s.child_counts,
+        started_at: s.started_ms.map(rfc3339),
+        finished_at: s.finished_ms.map(rfc3339),
+        error: s.error.clone(),
+    }
+}
+
+pub fn manager_job(m: &ManagerRecord) -> Job {
+    Job {
+        id: JobPath::manager(m.num).to_string(),
+        kind: JobKind::Manager,
+        parent_id: None,
+        manager_id: JobPath::manager(m.num).to_string(),
+        definition_id: m.definition_id.clone(),
+        name: m.name.clone(),
+        status: m.status,
+        created_at: rfc3339(m.created_ms),
+        started_at: m.started_ms.map(rfc3339),
+        finished_at: m.finished_ms.map(rfc3339),
+        duration_ms: duration(m.started_ms, m.finished_ms, m.status == JobStatus::Running),
+        error: m.error.clone(),
+        child_counts: sum_counts(m),
+        steps: Some((1..=m.steps.len() as u32).map(|i| step_summary(m, i)).collect()),
+    }
+}
+
+pub fn step_job(m: &ManagerRecord, step: u32) -> Job {
+    let s = &m.steps[step as usize - 1];
+    Job {
+        id: JobPath::step(m.num, step).to_string(),
+        kind: JobKind::Step,
+        parent_id: Some(JobPath::manager(m.num).to_string()),
+        manager_id: JobPath::manager(m.num).to_string(),
+        definition_id: m.definition_id.clone(),
+        name: s.name.clone(),
+        status: s.status,
+        created_at: rfc3339(m.created_ms),
+        started_at: s.started_ms.map(rfc3339),
+        finished_at: s.finished_ms.map(rfc3339),
+        duration_ms: duration(s.started_ms, s.finished_ms, s.status == JobStatus::Running),
+        error: s.error.clone(),
+        child_counts: s.child_counts,
+        steps: None,
+    }
+}
+
+pub fn child_job(m: &ManagerRecord, c: &ChildRecord) -> Job {
+    Job {
+        id: c.path.to_string(),
+        kind: JobKind::Job,
+        parent_id: c.path.parent().map(|p| p.to_string()),
+        manager_id: JobPath::manager(m.num).to_string(),
+        definition_id: m.definition_id.clone(),
+        name: c.name.clone(),
+        status: c.status,
+        created_at: rfc3339(c.created_ms),
+        started_at: c.started_ms.map(rfc3339),
+        finished_at: c.finished_ms.map(rfc3339),
+        duration_ms: duration(c.started_ms, c.finished_ms, c.status == JobStatus::Running),
+        error: c.error.clone(),
+        child_counts: ChildCounts::default(),
+        steps: None,
+    }
+}

@@ -1,0 +1,476 @@
+//! Running one manager: its steps in order, each either as one unit of work on the pool or
+//! fanned out into child jobs; engine events for every transition.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use quaero_shared::{ChildCounts, JobPath, JobStatus, Level, Originator, StepProgress};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use super::definition::StepPlan;
+use super::runners::{self, Failure, Outcome, Sink};
+use super::{Engine, LiveManager, StopReason};
+use crate::store::ChildRecord;
+use crate::time::now_ms;
+
+/// How often a fan-out step persists its counts while children run.
+const PROGRESS_SAVE: Duration = Duration::from_millis(50);
+/// How often a fan-out step writes a "children: …" event while children run.
+const PROGRESS_EVENT: Duration = Duration::from_secs(1);
+
+fn fmt_dur(d: Duration) -> String {
+    if d < Duration::from_secs(60) {
+        format!("{:.3}s", d.as_secs_f64())
+    } else {
+        humantime::format_duration(Duration::from_secs(d.as_secs())).to_string()
+    }
+}
+
+struct Ctx {
+    engine: Arc<Engine>,
+    live: Arc<LiveManager>,
+}
+
+impl Ctx {
+    fn sink(&self, path: JobPath, originator: Originator) -> Sink {
+        Sink { store: self.engine.store.clone(), path, originator }
+    }
+
+    async fn event(&self, step: u32, level: Level, msg: String) {
+        let (path, orig) = if step == 0 {
+            (JobPath::manager(self.live.num), Originator::Manager)
+        } else {
+            (JobPath::step(self.live.num, step), Originator::Step)
+        };
+        self.sink(path, orig).send(level, msg).await;
+    }
+
+    /// Changes the live record and persists a snapshot (not waiting for the disk).
+    async fn update(&self, f: impl FnOnce(&mut crate::store::ManagerRecord)) {
+        let snap = {
+            let mut r = self.live.record.lock().expect("record");
+            f(&mut r);
+            r.clone()
+        };
+        let _ = self.engine.store.put_manager(snap).await;
+    }
+
+    /// A terminal transition: persisted and flushed (after every event queued before it)
+    /// before the live record, and so the API and the clients, show it.
+    async fn finish(&self, f: impl FnOnce(&mut crate::store::ManagerRecord)) {
+        let mut snap = self.live.snapshot();
+        f(&mut snap);
+        let _ = self.engine.store.put_manager(snap.clone()).await;
+        let _ = self.engine.store.sync().await;
+        *self.live.record.lock().expect("record") = snap;
+    }
+
+}
+
+pub(super) async fn run_manager(engine: Arc<Engine>, live: Arc<LiveManager>) {
+    let ctx = Ctx { engine: engine.clone(), live: live.clone() };
+    let started = Instant::now();
+    if let Some(t) = live.plan.timeout {
+        let l = live.clone();
+        let token = live.cancel.clone();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = token.cancelled() => {}
+                _ = tokio::time::sleep(t) => l.stop(StopReason::Timeout(format!("timed out after {}", humantime::format_duration(t)))),
+            }
+        });
+    }
+
+    let (fresh, n_steps, name) = {
+        let r = live.record.lock().expect("record");
+        (r.started_ms.is_none(), r.steps.len(), r.name.clone())
+    };
+    ctx.update(|r| {
+        r.status = JobStatus::Running;
+        r.started_ms.get_or_insert_with(now_ms);
+    })
+    .await;
+    engine.status_change(&live.snapshot(), 0);
+    if fresh {
+        ctx.event(0, Level::Info, format!("job started: {name} ({n_steps} steps)")).await;
+    }
+
+    let mut failure: Option<(u32, String)> = None;
+    for i in 1..=n_steps as u32 {
+        let status = live.record.lock().expect("record").steps[i as usize - 1].status;
+        if status.is_terminal() {
+            continue;
+        }
+        if live.cancel.is_cancelled() {
+            break;
+        }
+        match run_step(&ctx, i).await {
+            StepEnd::Done => {}
+            StepEnd::Failed(msg, continue_on) => {
+                if !continue_on {
+                    failure = Some((i, msg));
+                    break;
+                }
+            }
+            StepEnd::Stopped => break,
+        }
+    }
+
+    let reason = live.stop_reason();
+    if reason == Some(StopReason::Shutdown) {
+        ctx.event(0, Level::Warn, "quaerod is stopping: this job is interrupted and resumes when the daemon starts again".into()).await;
+        let _ = engine.store.sync().await;
+        return;
+    }
+    let (status, error) = match (&reason, failure) {
+        (Some(StopReason::Timeout(msg)), _) => (JobStatus::Failed, Some(msg.clone())),
+        (Some(StopReason::Cancelled), _) => (JobStatus::Cancelled, None),
+        (_, Some((i, msg))) => {
+            let step_name = live.record.lock().expect("record").steps[i as usize - 1].name.clone();
+            (JobStatus::Failed, Some(format!("step {i} ({step_name}) failed: {msg}")))
+        }
+        _ => (JobStatus::Completed, None),
+    };
+    // Steps that never ran are not left pending forever.
+    let skipped_status = JobStatus::Cancelled;
+    let msg = match status {
+        JobStatus::Completed => format!("job completed in {}", fmt_dur(started.elapsed())),
+        JobStatus::Cancelled => format!("job cancelled after {}", fmt_dur(started.elapsed())),
+        _ => format!("job failed after {}: {}", fmt_dur(started.elapsed()), error.clone().unwrap_or_default()),
+    };
+    let level = if status == JobStatus::Completed { Level::Info } else { Level::Error };
+    ctx.event(0, level, msg).await;
+    let mut newly_skipped = Vec::new();
+    ctx.finish(|r| {
+        let now = now_ms();
+        for (k, s) in r.steps.iter_mut().enumerate() {
+            if !s.status.is_terminal() {
+                s.status = skipped_status;
+                s.finished_ms = Some(now);
+                s.error = Some("not run: an earlier step ended the job".into());
+                newly_skipped.push(k as u32 + 1);
+            }
+        }
+        r.status = status;
+        r.error = error;
+        r.finished_ms = Some(now);
+    })
+    .await;
+    let snap = live.snapshot();
+    for k in newly_skipped {
+        engine.status_change(&snap, k);
+    }
+    engine.status_change(&snap, 0);
+    engine.aggregator.manager_finished(JobPath::manager(live.num));
+}
+
+enum StepEnd {
+    Done,
+    /// Failed with this message; `true` when `on_error = "continue"`.
+    Failed(String, bool),
+    /// Cancelled, timed out or interrupted by shutdown: the manager stops here.
+    Stopped,
+}
+
+async fn run_step(ctx: &Ctx, i: u32) -> StepEnd {
+    let engine = &ctx.engine;
+    let live = &ctx.live;
+    let plan = live.plan.steps[i as usize - 1].clone();
+    let continue_on = live.record.lock().expect("record").definition.steps[i as usize - 1].on_error
+        == quaero_shared::OnError::Continue;
+    let started = Instant::now();
+    let (name, resumed) = {
+        let r = live.record.lock().expect("record");
+        let s = &r.steps[i as usize - 1];
+        (s.name.clone(), s.started_ms.is_some())
+    };
+    ctx.update(|r| {
+        let s = &mut r.steps[i as usize - 1];
+        s.status = JobStatus::Running;
+        s.started_ms.get_or_insert_with(now_ms);
+    })
+    .await;
+    engine.status_change(&live.snapshot(), i);
+    let again = if resumed { " again" } else { "" };
+    ctx.event(i, Level::Info, format!("step {i} started{again}: {name} ({})", plan.step_type().as_str())).await;
+
+    let outcome = if plan.children() > 0 {
+        fan_out(ctx, i, &plan).await
+    } else {
+        let step_path = JobPath::step(live.num, i);
+        let sink = ctx.sink(step_path, Originator::Step);
+        let cancel = live.cancel.clone();
+        tokio::select! {
+            permit = engine.pool.clone().acquire_owned() => {
+                let _permit = permit.expect("pool never closes");
+                run_unit(engine, &plan, None, &sink, &cancel).await
+            }
+            _ = cancel.cancelled() => Err(Failure::Cancelled),
+        }
+    };
+
+    if live.stop_reason() == Some(StopReason::Shutdown) {
+        // Leave the step running in the store: it runs again at the next start.
+        return StepEnd::Stopped;
+    }
+    let took = fmt_dur(started.elapsed());
+    let (status, error, level, msg) = match &outcome {
+        Ok(()) => (JobStatus::Completed, None, Level::Info, format!("step {i} completed in {took}: {name}")),
+        Err(Failure::Cancelled) => {
+            let why = match live.stop_reason() {
+                Some(StopReason::Timeout(m)) => m,
+                _ => "cancelled".into(),
+            };
+            (JobStatus::Cancelled, Some(why.clone()), Level::Warn, format!("step {i} {why} after {took}: {name}"))
+        }
+        Err(Failure::Failed(e)) => {
+            (JobStatus::Failed, Some(e.clone()), Level::Error, format!("step {i} failed after {took}: {name}: {e}"))
+        }
+    };
+    ctx.event(i, level, msg).await;
+    ctx.finish(|r| {
+        let s = &mut r.steps[i as usize - 1];
+        s.status = status;
+        s.error = error;
+        s.finished_ms = Some(now_ms());
+    })
+    .await;
+    engine.status_change(&live.snapshot(), i);
+    engine.aggregator.step_finished(JobPath::step(live.num, i));
+    match outcome {
+        Ok(()) => StepEnd::Done,
+        Err(Failure::Cancelled) if live.cancel.is_cancelled() => StepEnd::Stopped,
+        Err(Failure::Cancelled) => StepEnd::Failed("cancelled".into(), continue_on),
+        Err(Failure::Failed(e)) => StepEnd::Failed(e, continue_on),
+    }
+}
+
+/// One unit of work: the whole step, or one child (`item` = its index and item).
+async fn run_unit(
+    engine: &Engine,
+    plan: &StepPlan,
+    item: Option<(u32, &str)>,
+    sink: &Sink,
+    cancel: &CancellationToken,
+) -> Outcome {
+    match plan {
+        StepPlan::Command(c) => runners::command(c, item.map(|(_, it)| it), sink, cancel).await,
+        StepPlan::Emit(e) => runners::emit(e, sink, cancel).await,
+        StepPlan::HttpFetch(h) => {
+            let url = item.map(|(_, u)| u).unwrap_or_default();
+            runners::http_get(&engine.http, url, h, sink, cancel).await
+        }
+    }
+}
+
+enum ChildMsg {
+    Started,
+    /// Finished with this status; `true` when it had started (was counted as running).
+    Done(JobStatus, bool),
+}
+
+/// Fans a step out into child jobs on the worker pool and waits for all of them.
+async fn fan_out(ctx: &Ctx, i: u32, plan: &StepPlan) -> Outcome {
+    let engine = &ctx.engine;
+    let live = &ctx.live;
+    let num = live.num;
+    let n = plan.children() as u32;
+    let items: Vec<String> = match plan {
+        StepPlan::Command(c) => c.for_each.clone().unwrap_or_default(),
+        StepPlan::HttpFetch(h) => h.urls.clone(),
+        StepPlan::Emit(_) => (1..=n).map(|k| format!("child {k}")).collect(),
+    };
+
+    // On resume, children that finished before the restart are kept.
+    let existing: std::collections::HashMap<u32, ChildRecord> = engine
+        .store
+        .children_of(num, i)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| (c.path.child, c))
+        .collect();
+    let now = now_ms();
+    let mut counts = ChildCounts { total: n as u64, ..Default::default() };
+    let mut todo = Vec::new();
+    let mut new_records = Vec::new();
+    for k in 1..=n {
+        match existing.get(&k) {
+            Some(c) if c.status.is_terminal() => counts.add(c.status, 1),
+            _ => {
+                counts.pending += 1;
+                todo.push(k);
+                new_records.push(ChildRecord {
+                    path: JobPath::child(num, i, k),
+                    name: items[k as usize - 1].clone(),
+                    status: JobStatus::Pending,
+                    created_ms: existing.get(&k).map_or(now, |c| c.created_ms),
+                    started_ms: None,
+                    finished_ms: None,
+                    error: None,
+                });
+            }
+        }
+    }
+    for chunk in new_records.chunks(4096) {
+        let _ = engine.store.put_children(chunk.to_vec()).await;
+    }
+    let step_path = JobPath::step(num, i);
+    let set_counts = |c: ChildCounts| {
+        let mut r = live.record.lock().expect("record");
+        r.steps[i as usize - 1].child_counts = c;
+    };
+    set_counts(counts);
+    ctx.update(|_| {}).await;
+    ctx.event(i, Level::Info, format!("fanning out {} child jobs ({} already done)", n, n as usize - todo.len()))
+        .await;
+    report_progress(engine, step_path, counts);
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<ChildMsg>();
+    let plan = Arc::new(plan.clone());
+    for k in todo {
+        let token = live.cancel.child_token();
+        live.child_tokens.lock().expect("tokens").insert(JobPath::child(num, i, k), token.clone());
+        let engine = engine.clone();
+        let live = live.clone();
+        let plan = plan.clone();
+        let tx = tx.clone();
+        let item = items[k as usize - 1].clone();
+        tokio::spawn(async move {
+            let path = JobPath::child(num, i, k);
+            let sink = Sink { store: engine.store.clone(), path, originator: Originator::Worker };
+            let created = now_ms();
+            let permit = tokio::select! {
+                p = engine.pool.clone().acquire_owned() => Some(p.expect("pool never closes")),
+                _ = token.cancelled() => None,
+            };
+            let mut rec = ChildRecord {
+                path,
+                name: item.clone(),
+                status: JobStatus::Running,
+                created_ms: created,
+                started_ms: Some(now_ms()),
+                finished_ms: None,
+                error: None,
+            };
+            let mut started = false;
+            let outcome = match permit {
+                Some(permit) if !token.is_cancelled() => {
+                    started = true;
+                    let _ = tx.send(ChildMsg::Started);
+                    let _ = engine.store.put_children(vec![rec.clone()]).await;
+                    let o = run_unit(&engine, &plan, Some((k, &item)), &sink, &token).await;
+                    drop(permit);
+                    o
+                }
+                _ => {
+                    rec.started_ms = None;
+                    Err(Failure::Cancelled)
+                }
+            };
+            live.child_tokens.lock().expect("tokens").remove(&path);
+            if live.stop_reason() == Some(StopReason::Shutdown) {
+                // Left as it is in the store; it runs again at the next start.
+                let _ = tx.send(ChildMsg::Done(JobStatus::Cancelled, started));
+                return;
+            }
+            let (status, error) = match outcome {
+                Ok(()) => (JobStatus::Completed, None),
+                Err(Failure::Cancelled) => (JobStatus::Cancelled, Some("cancelled".to_string())),
+                Err(Failure::Failed(e)) => (JobStatus::Failed, Some(e)),
+            };
+            rec.status = status;
+            rec.error = error;
+            rec.finished_ms = Some(now_ms());
+            // Queued after the child's events: never readable as finished before them.
+            let _ = engine.store.put_children(vec![rec]).await;
+            let _ = tx.send(ChildMsg::Done(status, started));
+        });
+    }
+    drop(tx);
+
+    let mut save = tokio::time::interval(PROGRESS_SAVE);
+    let mut last_save = Instant::now();
+    let mut last_event = Instant::now();
+    let mut dirty = false;
+    let mut announced = counts;
+    let mut running = true;
+    while running {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(ChildMsg::Started) => {
+                    counts.pending = counts.pending.saturating_sub(1);
+                    counts.running += 1;
+                    dirty = true;
+                }
+                Some(ChildMsg::Done(status, started)) => {
+                    if started {
+                        counts.running = counts.running.saturating_sub(1);
+                    } else {
+                        counts.pending = counts.pending.saturating_sub(1);
+                    }
+                    counts.add(status, 1);
+                    dirty = true;
+                }
+                None => running = false,
+            },
+            _ = save.tick() => {}
+        }
+        if dirty && (!running || last_save.elapsed() >= PROGRESS_SAVE) {
+            last_save = Instant::now();
+            set_counts(counts);
+            ctx.update(|_| {}).await;
+            report_progress(engine, step_path, counts);
+            dirty = false;
+        }
+        if (last_event.elapsed() >= PROGRESS_EVENT || !running) && counts != announced {
+            last_event = Instant::now();
+            announced = counts;
+            ctx.event(i, Level::Info, progress_text(&counts)).await;
+        }
+    }
+    if dirty {
+        set_counts(counts);
+        ctx.update(|_| {}).await;
+        report_progress(engine, step_path, counts);
+    }
+
+    if live.cancel.is_cancelled() {
+        return Err(Failure::Cancelled);
+    }
+    let allowed = match &*plan {
+        StepPlan::HttpFetch(h) => h.allow_failures,
+        _ => 0,
+    };
+    let bad = counts.failed + counts.cancelled;
+    if bad > allowed {
+        return Err(Failure::Failed(format!(
+            "{} of {} child jobs failed{}",
+            bad,
+            counts.total,
+            if allowed > 0 { format!(" (allowed: {allowed})") } else { String::new() }
+        )));
+    }
+    Ok(())
+}
+
+fn report_progress(engine: &Engine, step: JobPath, counts: ChildCounts) {
+    engine.aggregator.step_progress(StepProgress {
+        step_id: step.to_string(),
+        manager_id: step.manager_path().to_string(),
+        child_counts: counts,
+    });
+}
+
+fn progress_text(c: &ChildCounts) -> String {
+    format!(
+        "children: {}/{} done ({} completed, {} failed, {} cancelled), {} running, {} pending",
+        c.terminal(),
+        c.total,
+        c.completed,
+        c.failed,
+        c.cancelled,
+        c.running,
+        c.pending
+    )
+}

@@ -1,0 +1,89 @@
+//! Wires the parts together. [`Server::start`] opens the store, loads the definitions,
+//! resumes interrupted jobs and binds; [`Server::run`] serves until `shutdown` resolves,
+//! then stops taking work, interrupts running jobs and flushes. The binary and the tests
+//! use the same two calls.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+use warp::Filter;
+
+use crate::aggregator::Aggregator;
+use crate::config::Config;
+use crate::engine::Engine;
+use crate::store::{OpenError, Store};
+
+/// How long running jobs get to stop at shutdown (the whole exit stays under 10 s).
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] OpenError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("starting the engine failed: {0}")]
+    Engine(#[from] crate::engine::EngineError),
+}
+
+pub struct Server {
+    pub engine: Arc<Engine>,
+    pub addr: SocketAddr,
+    listener: tokio::net::TcpListener,
+    resumed: usize,
+}
+
+impl Server {
+    pub async fn start(config: Config) -> Result<Server, StartError> {
+        let aggregator = Aggregator::new(config.time_threshold, config.mode);
+        let store = Store::open(&config.storage_path, aggregator.clone())?;
+        {
+            let s = store.clone();
+            aggregator.set_stats_source(move || s.stats());
+        }
+        let addr = SocketAddr::new(config.host, config.port);
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
+        let engine = Engine::new(store, aggregator, config);
+        engine.load_definitions()?;
+        let resumed = engine.recover().await?;
+        Ok(Server { engine, addr, listener, resumed })
+    }
+
+    /// Jobs resumed at start (left running or pending by a stop or a crash).
+    pub fn resumed(&self) -> usize {
+        self.resumed
+    }
+
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let engine = self.engine.clone();
+        let token = engine.config.auth_token.clone().map(Arc::<str>::from);
+        let stop = CancellationToken::new();
+        tokio::spawn(engine.aggregator.clone().run(stop.clone()));
+
+        let routes = crate::api::filters::api(engine.clone(), token.clone())
+            .or(crate::ws::route(engine.aggregator.clone(), token))
+            .or(crate::assets::routes())
+            .recover(crate::api::recover)
+            .with(warp::log::custom(|info| {
+                tracing::debug!(method = %info.method(), path = info.path(), status = info.status().as_u16(), elapsed = ?info.elapsed(), "request");
+            }));
+        let server = warp::serve(routes).incoming(self.listener).graceful(stop.clone().cancelled_owned());
+        let server_task = tokio::spawn(server.run());
+
+        shutdown.await;
+        tracing::info!("shutting down: interrupting running jobs");
+        engine.shutdown(SHUTDOWN_GRACE).await;
+        stop.cancel();
+        if tokio::time::timeout(Duration::from_secs(2), server_task).await.is_err() {
+            tracing::warn!("open connections did not close in time");
+        }
+    }
+}

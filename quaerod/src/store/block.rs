@@ -1,0 +1,167 @@
+//! The packed event block: a run of consecutive events of one (manager, step) scope stored
+//! under one sled key. sled's cost is per key, not per byte, so packing is what makes
+//! ingest fast; the records are length-prefixed so a reader can walk a block without
+//! parsing messages it will not return.
+//!
+//! Record layout (little endian): `u32 len` of what follows, `u64 seq`, `i64 ts_ms`,
+//! `u8 level`, `u8 originator`, `u32 child` (0 = the step or manager itself), message bytes.
+
+use quaero_shared::{Level, Originator};
+
+const HEADER: usize = 8 + 8 + 1 + 1 + 4;
+
+/// One stored event, before it is dressed in ids for the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawEvent {
+    pub seq: u64,
+    pub ts_ms: i64,
+    pub level: Level,
+    pub originator: Originator,
+    /// Step index (1-based); 0 for manager-level events.
+    pub step: u32,
+    /// Child index (1-based); 0 for the step or manager itself.
+    pub child: u32,
+    pub message: String,
+}
+
+pub fn level_byte(l: Level) -> u8 {
+    match l {
+        Level::Debug => 0,
+        Level::Info => 1,
+        Level::Warn => 2,
+        Level::Error => 3,
+    }
+}
+
+pub fn originator_byte(o: Originator) -> u8 {
+    match o {
+        Originator::Manager => 0,
+        Originator::Step => 1,
+        Originator::Worker => 2,
+    }
+}
+
+pub fn encode_into(
+    buf: &mut Vec<u8>,
+    seq: u64,
+    ts_ms: i64,
+    level: Level,
+    originator: Originator,
+    child: u32,
+    message: &str,
+) {
+    let len = (HEADER + message.len()) as u32;
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.extend_from_slice(&seq.to_le_bytes());
+    buf.extend_from_slice(&ts_ms.to_le_bytes());
+    buf.push(level_byte(level));
+    buf.push(originator_byte(originator));
+    buf.extend_from_slice(&child.to_le_bytes());
+    buf.extend_from_slice(message.as_bytes());
+}
+
+/// Record boundaries of a block: `(offset, len)` of each record body. Stops at the first
+/// truncated record rather than trusting a damaged length.
+fn records(block: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut pos = 0usize;
+    std::iter::from_fn(move || {
+        let len_bytes = block.get(pos..pos + 4)?;
+        let len = u32::from_le_bytes(len_bytes.try_into().ok()?) as usize;
+        let body = block.get(pos + 4..pos + 4 + len)?;
+        if len < HEADER {
+            return None;
+        }
+        pos += 4 + len;
+        Some(body)
+    })
+}
+
+fn seq_of(body: &[u8]) -> u64 {
+    u64::from_le_bytes(body[0..8].try_into().expect("header checked"))
+}
+
+fn child_of(body: &[u8]) -> u32 {
+    u32::from_le_bytes(body[18..22].try_into().expect("header checked"))
+}
+
+fn level_of(body: &[u8]) -> Level {
+    Level::from_u8(body[16])
+}
+
+fn decode(body: &[u8], step: u32) -> RawEvent {
+    RawEvent {
+        seq: seq_of(body),
+        ts_ms: i64::from_le_bytes(body[8..16].try_into().expect("header checked")),
+        level: level_of(body),
+        originator: Originator::from_u8(body[17]),
+        step,
+        child: child_of(body),
+        message: String::from_utf8_lossy(&body[HEADER..]).into_owned(),
+    }
+}
+
+/// Which records of a block a read wants.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Filter {
+    /// Only this child's records (0 = all records of the scope).
+    pub child: u32,
+    pub min_level: Option<Level>,
+    /// Only records with `seq > after`.
+    pub after: u64,
+}
+
+impl Filter {
+    fn keeps(&self, body: &[u8]) -> bool {
+        (self.child == 0 || child_of(body) == self.child)
+            && self.min_level.is_none_or(|l| level_of(body) >= l)
+            && seq_of(body) > self.after
+    }
+}
+
+/// Decodes the records of `block` that `filter` keeps, in ascending seq order.
+pub fn decode_block(block: &[u8], step: u32, filter: &Filter) -> Vec<RawEvent> {
+    records(block)
+        .filter(|b| filter.keeps(b))
+        .map(|b| decode(b, step))
+        .collect()
+}
+
+/// Number of records in a block.
+pub fn count(block: &[u8]) -> u64 {
+    records(block).count() as u64
+}
+
+/// Highest seq in a block that `filter` keeps.
+pub fn last_seq(block: &[u8], filter: &Filter) -> Option<u64> {
+    records(block)
+        .filter(|b| filter.keeps(b))
+        .map(seq_of)
+        .last()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_filters() {
+        let mut buf = Vec::new();
+        encode_into(&mut buf, 5, 1000, Level::Info, Originator::Step, 0, "hello");
+        encode_into(&mut buf, 6, 1001, Level::Error, Originator::Worker, 3, "bad ü");
+        encode_into(&mut buf, 9, 1002, Level::Debug, Originator::Worker, 4, "");
+        let all = decode_block(&buf, 2, &Filter::default());
+        assert_eq!(all.len(), 3);
+        assert_eq!(all[1].message, "bad ü");
+        assert_eq!(all[1].child, 3);
+        assert_eq!(all[1].step, 2);
+        let f = Filter { child: 3, ..Default::default() };
+        assert_eq!(decode_block(&buf, 2, &f).len(), 1);
+        let f = Filter { min_level: Some(Level::Info), ..Default::default() };
+        assert_eq!(decode_block(&buf, 2, &f).len(), 2);
+        let f = Filter { after: 5, ..Default::default() };
+        assert_eq!(last_seq(&buf, &f), Some(9));
+        assert_eq!(count(&buf), 3);
+        // A truncated block yields the whole records before the damage.
+        assert_eq!(count(&buf[..buf.len() - 3]), 2);
+    }
+}

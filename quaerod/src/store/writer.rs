@@ -1,0 +1,264 @@
+//! The one writer: drains whatever is queued, gives events their seq, packs them into
+//! blocks per (manager, step), applies all trees' batches, flushes once, then tells the
+//! listener what is now committed and acknowledges waiting `sync`s.
+//!
+//! It runs on its own OS thread because every sled call here blocks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use quaero_shared::{JobPath, JobStatus};
+use tokio::sync::mpsc;
+
+use super::block;
+use super::{
+    BLOCK_EVENTS, ChildRecord, Counters, ManagerRecord, NewEvent, Result, SEQ_RESERVE, WriteOp,
+    block_key, child_key, manager_key,
+};
+
+/// Events per batch at most: bounds the writer's memory and the latency of a sync queued
+/// behind a burst.
+const MAX_BATCH_EVENTS: usize = 64 * 1024;
+/// Bytes of one block at most (a few huge lines must not make a multi-megabyte value).
+const BLOCK_BYTES: usize = 256 * 1024;
+
+/// What one flush made durable.
+pub struct Committed<'a> {
+    /// Each scope (a step, or a manager for its own events) that got events, with the
+    /// highest seq it got.
+    pub scopes: &'a [(JobPath, u64)],
+    /// Highest seq handed out so far.
+    pub last_seq: u64,
+    /// The events themselves with their seq, only when the listener asked for them
+    /// (push mode).
+    pub events: &'a [(u64, NewEvent)],
+}
+
+/// Hears of every commit, on the writer thread: implementations must return at once.
+pub trait CommitListener: Send + Sync {
+    fn committed(&self, c: &Committed<'_>);
+    /// Whether `Committed::events` should carry the events (costs a copy per event).
+    fn wants_events(&self) -> bool {
+        false
+    }
+}
+
+pub(super) struct Writer {
+    db: sled::Db,
+    events: sled::Tree,
+    managers: sled::Tree,
+    children: sled::Tree,
+    meta: sled::Tree,
+    next_seq: u64,
+    seq_reserved: u64,
+    counters: Arc<Mutex<Counters>>,
+    listener: Arc<dyn CommitListener>,
+}
+
+struct OpenBlock {
+    first_seq: u64,
+    buf: Vec<u8>,
+    n: usize,
+}
+
+impl Writer {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        db: sled::Db,
+        events: sled::Tree,
+        managers: sled::Tree,
+        children: sled::Tree,
+        meta: sled::Tree,
+        next_seq: u64,
+        seq_reserved: u64,
+        counters: Arc<Mutex<Counters>>,
+        listener: Arc<dyn CommitListener>,
+    ) -> Self {
+        Writer { db, events, managers, children, meta, next_seq, seq_reserved, counters, listener }
+    }
+
+    pub(super) fn run(mut self, mut rx: mpsc::Receiver<WriteOp>) {
+        while let Some(first) = rx.blocking_recv() {
+            let events_in = |op: &WriteOp| if let WriteOp::Events(e) = op { e.len() } else { 0 };
+            let mut n_events = events_in(&first);
+            let mut ops = vec![first];
+            while n_events < MAX_BATCH_EVENTS {
+                match rx.try_recv() {
+                    Ok(op) => {
+                        n_events += events_in(&op);
+                        ops.push(op);
+                    }
+                    Err(_) => break,
+                }
+            }
+            if let Err(e) = self.commit(ops) {
+                // A failed write is not retried blindly: the daemon logs it loudly; the
+                // waiting syncs see their channel closed and report the store as failed.
+                tracing::error!(error = %e, "event log write failed");
+            }
+        }
+        if let Err(e) = self.db.flush() {
+            tracing::error!(error = %e, "final flush failed");
+        }
+    }
+
+    fn reserve_seq(&mut self, upto: u64) -> Result<()> {
+        if upto > self.seq_reserved {
+            let ceiling = upto.max(self.seq_reserved) + SEQ_RESERVE;
+            self.meta.insert("seq", &ceiling.to_be_bytes())?;
+            // Durable before any seq under it is: a crash can then never reuse one.
+            self.meta.flush()?;
+            self.seq_reserved = ceiling;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, ops: Vec<WriteOp>) -> Result<()> {
+        let wants_events = self.listener.wants_events();
+        let total: usize = ops
+            .iter()
+            .map(|o| if let WriteOp::Events(e) = o { e.len() } else { 0 })
+            .sum();
+        self.reserve_seq(self.next_seq + total as u64)?;
+
+        let mut blocks: HashMap<(u64, u32), OpenBlock> = HashMap::new();
+        let mut event_batch = sled::Batch::default();
+        let mut scopes: HashMap<JobPath, u64> = HashMap::new();
+        let mut pushed: Vec<(u64, NewEvent)> = Vec::new();
+        let mut managers: HashMap<u64, Box<ManagerRecord>> = HashMap::new();
+        let mut children: HashMap<JobPath, ChildRecord> = HashMap::new();
+        let mut deletes = Vec::new();
+        let mut syncs = Vec::new();
+
+        for op in ops {
+            match op {
+                WriteOp::Events(evs) => {
+                    for e in evs {
+                        let seq = self.next_seq;
+                        self.next_seq += 1;
+                        let p = e.path;
+                        let b = blocks.entry((p.manager, p.step)).or_insert_with(|| OpenBlock {
+                            first_seq: seq,
+                            buf: Vec::with_capacity(16 * 1024),
+                            n: 0,
+                        });
+                        if b.n >= BLOCK_EVENTS || b.buf.len() >= BLOCK_BYTES {
+                            let full = std::mem::replace(
+                                b,
+                                OpenBlock { first_seq: seq, buf: Vec::with_capacity(16 * 1024), n: 0 },
+                            );
+                            event_batch.insert(&block_key(p.manager, p.step, full.first_seq)[..], full.buf);
+                        }
+                        block::encode_into(&mut b.buf, seq, e.ts_ms, e.level, e.originator, p.child, &e.message);
+                        b.n += 1;
+                        let scope = if p.step == 0 { p.manager_path() } else { JobPath::step(p.manager, p.step) };
+                        scopes.insert(scope, seq);
+                        if wants_events {
+                            pushed.push((seq, e));
+                        }
+                    }
+                }
+                WriteOp::PutManager(m) => {
+                    managers.insert(m.num, m);
+                }
+                WriteOp::PutChildren(cs) => {
+                    for c in cs {
+                        children.insert(c.path, c);
+                    }
+                }
+                WriteOp::DeleteManager(mgr, reply) => deletes.push((mgr, reply)),
+                WriteOp::Sync(reply) => syncs.push(reply),
+            }
+        }
+        for ((mgr, step), b) in blocks {
+            event_batch.insert(&block_key(mgr, step, b.first_seq)[..], b.buf);
+        }
+
+        // Events first: a reader that sees a job's new status sees its events too.
+        self.events.apply_batch(event_batch)?;
+        // Stats move by the difference between what was stored and what is stored now.
+        let mut diffs: Vec<(Option<JobStatus>, Option<JobStatus>)> = Vec::new();
+        let mut child_batch = sled::Batch::default();
+        for (p, c) in &children {
+            let key = child_key(*p);
+            let old = self.children.get(key)?.and_then(|v| serde_json::from_slice::<ChildRecord>(&v).ok());
+            diffs.push((old.map(|o| o.status), Some(c.status)));
+            let v = serde_json::to_vec(c).expect("child record serialises");
+            child_batch.insert(&key[..], v);
+        }
+        self.children.apply_batch(child_batch)?;
+        let mut mgr_batch = sled::Batch::default();
+        for (num, m) in &managers {
+            let key = manager_key(*num);
+            let old = self.managers.get(key)?.and_then(|v| serde_json::from_slice::<ManagerRecord>(&v).ok());
+            let old: Vec<JobStatus> = old.map(|o| super::manager_statuses(&o).collect()).unwrap_or_default();
+            let new: Vec<JobStatus> = super::manager_statuses(m).collect();
+            for i in 0..old.len().max(new.len()) {
+                diffs.push((old.get(i).copied(), new.get(i).copied()));
+            }
+            let v = serde_json::to_vec(m).expect("manager record serialises");
+            mgr_batch.insert(&key[..], v);
+        }
+        self.managers.apply_batch(mgr_batch)?;
+        if !scopes.is_empty() || !managers.is_empty() || !children.is_empty() || !syncs.is_empty() {
+            self.db.flush()?;
+        }
+        {
+            let mut c = self.counters.lock().expect("counters");
+            for (old, new) in diffs {
+                c.replace(old, new);
+            }
+        }
+
+        if !scopes.is_empty() {
+            let scopes: Vec<(JobPath, u64)> = scopes.into_iter().collect();
+            self.listener.committed(&Committed {
+                scopes: &scopes,
+                last_seq: self.next_seq - 1,
+                events: &pushed,
+            });
+        }
+
+        for (mgr, reply) in deletes {
+            let _ = reply.send(self.delete_manager(mgr));
+        }
+        for s in syncs {
+            let _ = s.send(());
+        }
+        Ok(())
+    }
+
+    /// Removes a manager, its children and its events; returns (jobs, events) removed.
+    fn delete_manager(&mut self, mgr: u64) -> Result<(u64, u64)> {
+        let Some(v) = self.managers.get(manager_key(mgr))? else {
+            return Ok((0, 0));
+        };
+        let m: ManagerRecord =
+            serde_json::from_slice(&v).map_err(|e| super::StoreError::Corrupt(e.to_string()))?;
+        let mut gone: Vec<JobStatus> = super::manager_statuses(&m).collect();
+        let mut batch = sled::Batch::default();
+        for kv in self.children.scan_prefix(manager_key(mgr)) {
+            let (k, v) = kv?;
+            if let Ok(c) = serde_json::from_slice::<ChildRecord>(&v) {
+                gone.push(c.status);
+            }
+            batch.remove(k);
+        }
+        self.children.apply_batch(batch)?;
+        let mut batch = sled::Batch::default();
+        let mut n_events = 0;
+        for kv in self.events.scan_prefix(manager_key(mgr)) {
+            let (k, v) = kv?;
+            n_events += block::count(&v);
+            batch.remove(k);
+        }
+        self.events.apply_batch(batch)?;
+        self.managers.remove(manager_key(mgr))?;
+        self.db.flush()?;
+        let mut c = self.counters.lock().expect("counters");
+        for st in &gone {
+            c.replace(Some(*st), None);
+        }
+        Ok((gone.len() as u64, n_events))
+    }
+}
