@@ -12,9 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use quaero_shared::{
-    Event, JobPath, JobStatusChange, RefreshStepEvents, ServerMessage, Stats, StepProgress,
-};
+use quaero_shared::{Event, JobPath, JobStatusChange, RefreshStepEvents, ServerMessage, Stats, StepProgress};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -81,8 +79,7 @@ impl Outbox {
             return;
         }
         self.with(|p| {
-            let finished: HashSet<String> =
-                p.finished.iter().flat_map(|f| f.step_ids.iter().cloned()).collect();
+            let finished: HashSet<String> = p.finished.iter().flat_map(|f| f.step_ids.iter().cloned()).collect();
             let (s, m, l) = p.refresh.get_or_insert_with(Default::default);
             if !s.is_empty() || !m.is_empty() {
                 self.merged.fetch_add(1, Ordering::Relaxed);
@@ -160,18 +157,20 @@ impl Outbox {
     pub fn take(&self) -> Vec<OutMsg> {
         let p = std::mem::take(&mut *self.pending.lock().expect("pending"));
         let mut out = Vec::new();
-        out.extend(p.errors.into_iter().map(|message| OutMsg::Msg(ServerMessage::Error(quaero_shared::WsError { message }))));
+        out.extend(
+            p.errors.into_iter().map(|message| OutMsg::Msg(ServerMessage::Error(quaero_shared::WsError { message }))),
+        );
         out.extend(p.logs.into_iter().map(OutMsg::Raw));
-        if let Some((steps, managers, last_seq)) = p.refresh {
-            if !steps.is_empty() || !managers.is_empty() {
-                out.push(OutMsg::Msg(ServerMessage::RefreshStepEvents(RefreshStepEvents {
-                    step_ids: steps.iter().map(|s| s.to_string()).collect(),
-                    manager_ids: managers.iter().map(|m| JobPath::manager(*m).to_string()).collect(),
-                    timestamp: rfc3339(now_ms()),
-                    finished: false,
-                    last_seq,
-                })));
-            }
+        if let Some((steps, managers, last_seq)) = p.refresh
+            && (!steps.is_empty() || !managers.is_empty())
+        {
+            out.push(OutMsg::Msg(ServerMessage::RefreshStepEvents(RefreshStepEvents {
+                step_ids: steps.iter().map(|s| s.to_string()).collect(),
+                manager_ids: managers.iter().map(|m| JobPath::manager(*m).to_string()).collect(),
+                timestamp: rfc3339(now_ms()),
+                finished: false,
+                last_seq,
+            })));
         }
         out.extend(p.finished.into_iter().map(|f| OutMsg::Msg(ServerMessage::RefreshStepEvents(f))));
         out.extend(p.status.into_iter().map(|s| OutMsg::Msg(ServerMessage::JobStatusChange(s))));
@@ -365,10 +364,9 @@ impl CommitListener for Aggregator {
                 timestamp: clock(e.ts_ms),
                 full_timestamp: rfc3339(e.ts_ms),
             };
-            let json: Arc<str> =
-                serde_json::to_string(&ServerMessage::JobLog(quaero_shared::JobLog { event }))
-                    .expect("event serialises")
-                    .into();
+            let json: Arc<str> = serde_json::to_string(&ServerMessage::JobLog(quaero_shared::JobLog { event }))
+                .expect("event serialises")
+                .into();
             for o in s.clients.values() {
                 o.add_log(p.manager, &json);
             }
@@ -527,7 +525,16 @@ mod tests {
         let (_, o) = a.register();
         let evs: Vec<(u64, NewEvent)> = (1..=PUSH_QUEUE as u64 + 5)
             .map(|s| {
-                (s, NewEvent { path: step(1, 1), level: Level::Info, originator: Originator::Step, ts_ms: 0, message: format!("e{s}") })
+                (
+                    s,
+                    NewEvent {
+                        path: step(1, 1),
+                        level: Level::Info,
+                        originator: Originator::Step,
+                        ts_ms: 0,
+                        message: format!("e{s}"),
+                    },
+                )
             })
             .collect();
         a.committed(&Committed { scopes: &[(step(1, 1), 1)], last_seq: evs.len() as u64, events: &evs });

@@ -7,8 +7,8 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use quaero_shared::{
-    CancelResponse, DefinitionsList, DeleteResponse, ErrorBody, Event, ExecuteResponse, Health, JobDefinition,
-    JobPath, JobStatus, JobsList, Level, LogsResponse, Order, RerunResponse,
+    CancelResponse, DefinitionsList, DeleteResponse, ErrorBody, Event, ExecuteResponse, Health, JobDefinition, JobPath,
+    JobStatus, JobsList, Level, LogsResponse, Order, RerunResponse,
 };
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
@@ -37,6 +37,7 @@ impl ApiError {
     pub fn bad_request(msg: impl Into<String>) -> Rejection {
         warp::reject::custom(ApiError { status: StatusCode::BAD_REQUEST, message: msg.into() })
     }
+    #[allow(clippy::new_ret_no_self)] // builds the rejection that carries an ApiError
     fn new(status: StatusCode, msg: impl Into<String>) -> Rejection {
         warp::reject::custom(ApiError { status, message: msg.into() })
     }
@@ -108,7 +109,11 @@ pub mod filters {
         warp::header::optional::<String>("content-type")
             .and_then(|ct: Option<String>| async move {
                 match ct {
-                    Some(ct) if ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")) => Ok(()),
+                    Some(ct)
+                        if ct.split(';').next().is_some_and(|m| m.trim().eq_ignore_ascii_case("application/json")) =>
+                    {
+                        Ok(())
+                    }
                     _ => Err(ApiError::new(
                         StatusCode::UNSUPPORTED_MEDIA_TYPE,
                         "mutating requests need Content-Type: application/json",
@@ -123,20 +128,26 @@ pub mod filters {
     }
 
     /// Every API route.
-    pub fn api(engine: Arc<Engine>, token: Option<Arc<str>>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-        let health = warp::path!("api" / "health").and(warp::get()).map(|| {
-            json(StatusCode::OK, &Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() })
-        });
+    pub fn api(
+        engine: Arc<Engine>,
+        token: Option<Arc<str>>,
+    ) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+        let health = warp::path!("api" / "health")
+            .and(warp::get())
+            .map(|| json(StatusCode::OK, &Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() }));
         let e = || with_engine(engine.clone());
         let a = || auth(token.clone());
         let mutate = || json_content_type();
 
         // GET /api/jobs/stats
-        let stats = warp::path!("api" / "jobs" / "stats").and(warp::get()).and(a()).and(e()).map(|eng: Arc<Engine>| {
-            json(StatusCode::OK, &eng.store.stats())
-        });
+        let stats = warp::path!("api" / "jobs" / "stats")
+            .and(warp::get())
+            .and(a())
+            .and(e())
+            .map(|eng: Arc<Engine>| json(StatusCode::OK, &eng.store.stats()));
         // GET /api/jobs
-        let list = warp::path!("api" / "jobs").and(warp::get()).and(a()).and(e()).and(query()).and_then(handlers::list_jobs);
+        let list =
+            warp::path!("api" / "jobs").and(warp::get()).and(a()).and(e()).and(query()).and_then(handlers::list_jobs);
         // GET /api/jobs/{id}
         let get = warp::path!("api" / "jobs" / String).and(warp::get()).and(a()).and(e()).and_then(handlers::get_job);
         // GET /api/jobs/{id}/logs
@@ -168,9 +179,10 @@ pub mod filters {
             .and(e())
             .and_then(handlers::rerun);
         // GET /api/job-definitions
-        let defs = warp::path!("api" / "job-definitions").and(warp::get()).and(a()).and(e()).map(|eng: Arc<Engine>| {
-            json(StatusCode::OK, &DefinitionsList { job_definitions: eng.list_definitions() })
-        });
+        let defs =
+            warp::path!("api" / "job-definitions").and(warp::get()).and(a()).and(e()).map(|eng: Arc<Engine>| {
+                json(StatusCode::OK, &DefinitionsList { job_definitions: eng.list_definitions() })
+            });
         // POST /api/job-definitions
         let put_def = warp::path!("api" / "job-definitions")
             .and(warp::post())
@@ -255,12 +267,11 @@ pub mod handlers {
         let parent = q.get("parent_id").map(String::as_str);
         let eng2 = eng.clone();
         let parent_owned = parent.map(str::to_string);
-        let (jobs, total) = tokio::task::spawn_blocking(move || {
-            eng2.list_jobs(parent_owned.as_deref(), &statuses, limit, offset)
-        })
-        .await
-        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(reject)?;
+        let (jobs, total) =
+            tokio::task::spawn_blocking(move || eng2.list_jobs(parent_owned.as_deref(), &statuses, limit, offset))
+                .await
+                .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+                .map_err(reject)?;
         Ok(json(StatusCode::OK, &JobsList { jobs, total_count: total, limit: limit as u64, offset: offset as u64 }))
     }
 
@@ -292,7 +303,11 @@ pub mod handlers {
             .collect()
     }
 
-    pub async fn logs(id: String, eng: Arc<Engine>, q: HashMap<String, String>) -> Result<warp::reply::Response, Rejection> {
+    pub async fn logs(
+        id: String,
+        eng: Arc<Engine>,
+        q: HashMap<String, String>,
+    ) -> Result<warp::reply::Response, Rejection> {
         let limit = match q.get("limit") {
             None => DEFAULT_LOG_LIMIT,
             Some(v) => positive("limit", v)?.min(MAX_LOG_LIMIT),
@@ -302,14 +317,13 @@ pub mod handlers {
             Some("asc") => Order::Asc,
             Some(o) => return Err(ApiError::bad_request(format!("order: must be asc or desc, got {o:?}"))),
         };
-        let after = match q.get("after") {
-            None => None,
-            Some(v) => Some(
-                v.trim()
-                    .parse::<u64>()
-                    .map_err(|_| ApiError::bad_request(format!("after: must be a seq number (0 or more), got {v:?}")))?,
-            ),
-        };
+        let after =
+            match q.get("after") {
+                None => None,
+                Some(v) => Some(v.trim().parse::<u64>().map_err(|_| {
+                    ApiError::bad_request(format!("after: must be a seq number (0 or more), got {v:?}"))
+                })?),
+            };
         let (min_level, level_name) = match q.get("level").map(String::as_str) {
             None | Some("all") => (None, "all".to_string()),
             Some(l @ ("debug" | "info" | "warn" | "error")) => (l.parse::<Level>().ok(), l.to_string()),
@@ -363,8 +377,8 @@ pub mod handlers {
     }
 
     pub async fn put_definition(eng: Arc<Engine>, body: bytes::Bytes) -> Result<warp::reply::Response, Rejection> {
-        let def: JobDefinition = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request(format!("invalid job definition: {e}")))?;
+        let def: JobDefinition =
+            serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid job definition: {e}")))?;
         let info = eng.put_definition(def).map_err(reject)?;
         Ok(json(StatusCode::CREATED, &info))
     }
@@ -394,5 +408,11 @@ pub async fn recover(err: Rejection) -> Result<warp::reply::Response, Infallible
         tracing::warn!(?err, "unhandled rejection");
         (StatusCode::INTERNAL_SERVER_ERROR, "internal error".to_string())
     };
-    Ok(json(status, &ErrorBody { error: message }))
+    let mut resp = json(status, &ErrorBody { error: message });
+    if status == StatusCode::PAYLOAD_TOO_LARGE || status == StatusCode::LENGTH_REQUIRED {
+        // The body was not read: the connection cannot be reused, so say so rather than
+        // let the client send its next request on a socket that is about to close.
+        resp.headers_mut().insert(warp::http::header::CONNECTION, warp::http::HeaderValue::from_static("close"));
+    }
+    Ok(resp)
 }

@@ -30,7 +30,7 @@ fn serve(path: &str) -> warp::reply::Response {
             // The page loads nothing from elsewhere; say so to the browser too.
             .header(
                 "content-security-policy",
-                "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self' 'unsafe-inline'; script-src 'self' 'unsafe-eval'",
+                "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'",
             )
             .header("x-content-type-options", "nosniff")
             .body(body.to_vec().into())
@@ -45,13 +45,15 @@ fn serve(path: &str) -> warp::reply::Response {
 
 /// `/` → `/queue`, `/queue` → the dashboard, `/assets/<path>` → files under pages/.
 pub fn routes() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+    // HEAD is answered like GET (hyper drops the body), for `curl -I` and link checkers.
+    let get_or_head = || warp::get().or(warp::head()).unify();
     let root = warp::path::end()
-        .and(warp::get())
+        .and(get_or_head())
         .map(|| warp::redirect::see_other(warp::http::Uri::from_static("/queue")).into_response());
-    let queue = warp::path!("queue").and(warp::get()).map(|| serve("queue.html"));
+    let queue = warp::path!("queue").and(get_or_head()).map(|| serve("queue.html"));
     let assets = warp::path("assets")
         .and(warp::path::tail())
-        .and(warp::get())
+        .and(get_or_head())
         .map(|tail: warp::path::Tail| serve(tail.as_str()));
     root.or(queue).unify().or(assets).unify()
 }

@@ -12,7 +12,11 @@ use clap::Parser;
 
 /// Command-line flags. Each one overrides the same key from the file and the environment.
 #[derive(Debug, Clone, Default, Parser)]
-#[command(name = "quaerod", version, about = "Quaero job queue daemon: runs job definitions, keeps every step event, serves a REST API, a WebSocket of refresh triggers and a dashboard at /queue.")]
+#[command(
+    name = "quaerod",
+    version,
+    about = "Quaero job queue daemon: runs job definitions, keeps every step event, serves a REST API, a WebSocket of refresh triggers and a dashboard at /queue."
+)]
 pub struct Cli {
     /// Configuration file (TOML). None is needed to start.
     #[arg(long, value_name = "FILE")]
@@ -115,10 +119,7 @@ impl Config {
         Self::load_with_env(cli, std::env::vars())
     }
 
-    pub fn load_with_env(
-        cli: &Cli,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Config, ConfigError> {
+    pub fn load_with_env(cli: &Cli, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
         let mut layers: Layers = BTreeMap::new();
         if let Some(path) = &cli.config {
             let shown = path.display().to_string();
@@ -182,11 +183,7 @@ impl Config {
             (text, src): (String, String),
             f: impl FnOnce(&str) -> Result<T, String>,
         ) -> Result<T, ConfigError> {
-            f(text.trim()).map_err(|message| ConfigError::Invalid {
-                key: key.to_string(),
-                source_name: src,
-                message,
-            })
+            f(text.trim()).map_err(|message| ConfigError::Invalid { key: key.to_string(), source_name: src, message })
         }
         let host = parse("server.host", get("server.host"), |s| {
             if s == "localhost" {

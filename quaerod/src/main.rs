@@ -8,11 +8,7 @@ use quaerod::config::{Cli, Config};
 use quaerod::server::Server;
 
 fn init_logging(cli: &Cli) {
-    let filter = cli
-        .log_level
-        .clone()
-        .or_else(|| std::env::var("QUAERO_LOG").ok())
-        .unwrap_or_else(|| "info".into());
+    let filter = cli.log_level.clone().or_else(|| std::env::var("QUAERO_LOG").ok()).unwrap_or_else(|| "info".into());
     let filter = tracing_subscriber::EnvFilter::try_new(&filter).unwrap_or_else(|e| {
         eprintln!("quaerod: invalid log filter {filter:?} (--log-level / QUAERO_LOG): {e}");
         std::process::exit(2);

@@ -35,7 +35,10 @@ struct WsQuery {
 }
 
 /// GET /ws
-pub fn route(agg: Arc<Aggregator>, token: Option<Arc<str>>) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+pub fn route(
+    agg: Arc<Aggregator>,
+    token: Option<Arc<str>>,
+) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     warp::path!("ws")
         .and(warp::get())
         .and(warp::header::optional::<String>("origin"))
@@ -44,7 +47,11 @@ pub fn route(agg: Arc<Aggregator>, token: Option<Arc<str>>) -> impl Filter<Extra
         .and(warp::header::optional::<String>("sec-websocket-protocol"))
         .and(warp::query::<WsQuery>().or(warp::any().map(|| WsQuery { token: None })).unify())
         .and_then(
-            move |origin: Option<String>, host: Option<String>, authz: Option<String>, proto: Option<String>, q: WsQuery| {
+            move |origin: Option<String>,
+                  host: Option<String>,
+                  authz: Option<String>,
+                  proto: Option<String>,
+                  q: WsQuery| {
                 let token = token.clone();
                 async move {
                     if !origin_allowed(origin.as_deref(), host.as_deref()) {
@@ -58,7 +65,10 @@ pub fn route(agg: Arc<Aggregator>, token: Option<Arc<str>>) -> impl Filter<Extra
                         // Browsers cannot set headers on a WebSocket: they may pass the token
                         // as a subprotocol ("bearer.<token>" or the bare token) or `?token=`.
                         let from_proto = proto.as_deref().and_then(|p| {
-                            p.split(',').map(str::trim).map(|p| p.strip_prefix("bearer.").unwrap_or(p)).find(|p| token_matches(p, t))
+                            p.split(',')
+                                .map(str::trim)
+                                .map(|p| p.strip_prefix("bearer.").unwrap_or(p))
+                                .find(|p| token_matches(p, t))
                         });
                         let ok = from_header.is_some_and(|g| token_matches(g, t))
                             || from_proto.is_some()

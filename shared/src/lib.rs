@@ -24,13 +24,8 @@ pub enum JobStatus {
 }
 
 impl JobStatus {
-    pub const ALL: [JobStatus; 5] = [
-        JobStatus::Pending,
-        JobStatus::Running,
-        JobStatus::Completed,
-        JobStatus::Failed,
-        JobStatus::Cancelled,
-    ];
+    pub const ALL: [JobStatus; 5] =
+        [JobStatus::Pending, JobStatus::Running, JobStatus::Completed, JobStatus::Failed, JobStatus::Cancelled];
 
     pub fn is_terminal(self) -> bool {
         matches!(self, Self::Completed | Self::Failed | Self::Cancelled)
@@ -56,10 +51,7 @@ impl fmt::Display for JobStatus {
 impl FromStr for JobStatus {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Self::ALL
-            .into_iter()
-            .find(|st| st.as_str() == s)
-            .ok_or_else(|| format!("unknown status {s:?}"))
+        Self::ALL.into_iter().find(|st| st.as_str() == s).ok_or_else(|| format!("unknown status {s:?}"))
     }
 }
 
@@ -73,9 +65,7 @@ pub enum JobKind {
 }
 
 /// Event severity. Ordered so that a filter `level >= min` is hierarchical.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
 pub enum Level {
     Debug,
@@ -676,16 +666,11 @@ mod tests {
 
     #[test]
     fn ws_messages_have_type_and_payload() {
-        let m = ServerMessage::Hello(Hello {
-            version: "1".into(),
-            mode: "trigger".into(),
-            time_threshold_ms: 1000,
-        });
+        let m = ServerMessage::Hello(Hello { version: "1".into(), mode: "trigger".into(), time_threshold_ms: 1000 });
         let v: serde_json::Value = serde_json::to_value(&m).unwrap();
         assert_eq!(v["type"], "hello");
         assert_eq!(v["payload"]["time_threshold_ms"], 1000);
-        let c: ClientMessage =
-            serde_json::from_str(r#"{"type":"subscribe","job_ids":["m1"]}"#).unwrap();
+        let c: ClientMessage = serde_json::from_str(r#"{"type":"subscribe","job_ids":["m1"]}"#).unwrap();
         assert_eq!(c, ClientMessage::Subscribe { job_ids: vec!["m1".into()] });
     }
 }

@@ -13,8 +13,7 @@ pub use quaero_shared as shared;
 /// Path of a binary of this workspace, built next to the test executable
 /// (`target/<profile>/deps/test-xxxx` → `target/<profile>/<name>`).
 pub fn bin_path(name: &str) -> PathBuf {
-    if let Ok(p) = std::env::var(format!("QUAERO_BIN_{}", name.replace('-', "_").to_uppercase()))
-    {
+    if let Ok(p) = std::env::var(format!("QUAERO_BIN_{}", name.replace('-', "_").to_uppercase())) {
         return PathBuf::from(p);
     }
     let exe = std::env::current_exe().expect("current_exe");
@@ -145,10 +144,7 @@ impl Daemon {
                 }
                 Err(_) => {
                     let _ = child.kill();
-                    panic!(
-                        "quaerod did not print its address; output:\n{}",
-                        self.output.lock().unwrap().join("\n")
-                    );
+                    panic!("quaerod did not print its address; output:\n{}", self.output.lock().unwrap().join("\n"));
                 }
             }
         }
@@ -210,4 +206,97 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// A small HTTP client for the tests.
+#[derive(Clone)]
+pub struct Api {
+    pub base: String,
+    pub http: reqwest::Client,
+    pub token: Option<String>,
+}
+
+impl Api {
+    pub fn new(d: &Daemon) -> Api {
+        Api { base: d.base.clone(), http: reqwest::Client::new(), token: None }
+    }
+
+    fn req(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let mut r = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = &self.token {
+            r = r.bearer_auth(t);
+        }
+        r
+    }
+
+    /// GET → (status, JSON body).
+    pub async fn get(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self.req(reqwest::Method::GET, path).send().await.expect("GET");
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// POST with a JSON body → (status, JSON body).
+    pub async fn post(&self, path: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+        let r = self.req(reqwest::Method::POST, path).json(&body).send().await.expect("POST");
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    pub async fn delete(&self, path: &str) -> (u16, serde_json::Value) {
+        let r = self
+            .req(reqwest::Method::DELETE, path)
+            .header("content-type", "application/json")
+            .send()
+            .await
+            .expect("DELETE");
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(serde_json::Value::Null))
+    }
+
+    /// Executes a definition; returns the manager id.
+    pub async fn execute(&self, def: &str) -> String {
+        let (s, b) = self.post(&format!("/api/job-definitions/{def}/execute"), serde_json::json!({})).await;
+        assert_eq!(s, 202, "execute {def}: {b}");
+        b["job_id"].as_str().expect("job_id").to_string()
+    }
+
+    pub async fn status(&self, id: &str) -> String {
+        let (_, b) = self.get(&format!("/api/jobs/{id}")).await;
+        b["status"].as_str().unwrap_or("?").to_string()
+    }
+
+    /// Waits until the job is terminal (or panics after `secs`); returns its status.
+    pub async fn wait_terminal(&self, id: &str, secs: u64) -> String {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let s = self.status(id).await;
+            if matches!(s.as_str(), "completed" | "failed" | "cancelled") {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "{id} still {s} after {secs}s");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Every event of a scope, following `after` in pages of `page`.
+    pub async fn all_events(&self, id: &str, page: usize) -> Vec<serde_json::Value> {
+        let mut after = 0u64;
+        let mut out = Vec::new();
+        loop {
+            let (s, b) = self.get(&format!("/api/jobs/{id}/logs?after={after}&limit={page}")).await;
+            assert_eq!(s, 200, "{b}");
+            let logs = b["logs"].as_array().expect("logs").clone();
+            if logs.is_empty() {
+                return out;
+            }
+            after = logs.last().unwrap()["seq"].as_u64().unwrap();
+            out.extend(logs);
+        }
+    }
+}
+
+/// Writes a definition file body for an `emit` step.
+pub fn emit_definition(id: &str, config: &str) -> String {
+    format!("id = \"{id}\"\nname = \"{id}\"\n[[steps]]\nname = \"emit\"\ntype = \"emit\"\n[steps.config]\n{config}\n")
 }

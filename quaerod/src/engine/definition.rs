@@ -109,10 +109,7 @@ pub fn valid_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn step_config<T: for<'de> Deserialize<'de>>(
-    at: &str,
-    v: &serde_json::Value,
-) -> Result<T, String> {
+fn step_config<T: for<'de> Deserialize<'de>>(at: &str, v: &serde_json::Value) -> Result<T, String> {
     serde_json::from_value(v.clone()).map_err(|e| format!("{at}.config: {e}"))
 }
 
@@ -125,8 +122,7 @@ pub fn validate(def: &JobDefinition) -> Result<Plan, String> {
     let timeout = match &def.timeout {
         None => None,
         Some(t) => Some(
-            humantime::parse_duration(t)
-                .map_err(|e| format!("timeout: {t:?} is not a duration like \"30m\": {e}"))?,
+            humantime::parse_duration(t).map_err(|e| format!("timeout: {t:?} is not a duration like \"30m\": {e}"))?,
         ),
     };
     if def.steps.is_empty() {
@@ -168,10 +164,10 @@ fn validate_step(at: &str, s: &StepDefinition) -> Result<StepPlan, String> {
                 }
                 _ => {}
             }
-            if let Some(items) = &c.for_each {
-                if items.is_empty() || items.len() as u64 > MAX_CHILDREN {
-                    return Err(format!("{at}.config.for_each: 1 to {MAX_CHILDREN} items"));
-                }
+            if let Some(items) = &c.for_each
+                && (items.is_empty() || items.len() as u64 > MAX_CHILDREN)
+            {
+                return Err(format!("{at}.config.for_each: 1 to {MAX_CHILDREN} items"));
             }
             Ok(StepPlan::Command(c))
         }
@@ -183,15 +179,12 @@ fn validate_step(at: &str, s: &StepDefinition) -> Result<StepPlan, String> {
             for (j, u) in h.urls.iter().enumerate() {
                 let ok = reqwest::Url::parse(u).map(|u| u.scheme() == "http").unwrap_or(false);
                 if !ok {
-                    return Err(format!(
-                        "{at}.config.urls[{j}]: {u:?} is not an http:// URL (https is not built in)"
-                    ));
+                    return Err(format!("{at}.config.urls[{j}]: {u:?} is not an http:// URL (https is not built in)"));
                 }
             }
             h.timeout_dur = match &h.timeout {
                 None => Duration::from_secs(30),
-                Some(t) => humantime::parse_duration(t)
-                    .map_err(|e| format!("{at}.config.timeout: {t:?}: {e}"))?,
+                Some(t) => humantime::parse_duration(t).map_err(|e| format!("{at}.config.timeout: {t:?}: {e}"))?,
             };
             Ok(StepPlan::HttpFetch(h))
         }
@@ -208,9 +201,7 @@ fn validate_step(at: &str, s: &StepDefinition) -> Result<StepPlan, String> {
             }
             Ok(StepPlan::Emit(e))
         }
-        other => Err(format!(
-            "{at}.type: unknown step type {other:?} (expected command, http_fetch or emit)"
-        )),
+        other => Err(format!("{at}.type: unknown step type {other:?} (expected command, http_fetch or emit)")),
     }
 }
 
@@ -284,23 +275,30 @@ mod tests {
     fn errors_name_the_field() {
         let e = def("id = \"x\"\n[[steps]]\nname = \"a\"\ntype = \"shell\"\n").unwrap_err();
         assert!(e.contains("steps[0].type") && e.contains("shell"), "{e}");
-        let e = def("id = \"x\"\n[[steps]]\nname = \"a\"\ntype = \"emit\"\n[steps.config]\ncount = \"many\"\n").unwrap_err();
+        let e = def("id = \"x\"\n[[steps]]\nname = \"a\"\ntype = \"emit\"\n[steps.config]\ncount = \"many\"\n")
+            .unwrap_err();
         assert!(e.contains("steps[0].config"), "{e}");
         let e = def("id = \"X!\"\n[[steps]]\nname = \"a\"\ntype = \"emit\"\n").unwrap_err();
         assert!(e.starts_with("id:"), "{e}");
         let e = def("id = \"x\"\n[[steps]]\nname = \"a\"\ntype = \"command\"\n").unwrap_err();
         assert!(e.contains("steps[0].config.run"), "{e}");
-        let e = def("id = \"x\"\n[[steps]]\nname = \"a\"\ntype = \"http_fetch\"\n[steps.config]\nurls = [\"ftp://x\"]\n").unwrap_err();
+        let e =
+            def("id = \"x\"\n[[steps]]\nname = \"a\"\ntype = \"http_fetch\"\n[steps.config]\nurls = [\"ftp://x\"]\n")
+                .unwrap_err();
         assert!(e.contains("steps[0].config.urls[0]"), "{e}");
         let e = def("id = \"x\"\ntimeout = \"soon\"\n[[steps]]\nname = \"a\"\ntype = \"emit\"\n").unwrap_err();
         assert!(e.starts_with("timeout:"), "{e}");
-        assert!(def("id = \"x\"\n[[steps]]\nname = \"a\"\ntype = \"emit\"\n[steps.config]\ncount = 3\nchildren = 2\n").is_ok());
+        assert!(
+            def("id = \"x\"\n[[steps]]\nname = \"a\"\ntype = \"emit\"\n[steps.config]\ncount = 3\nchildren = 2\n")
+                .is_ok()
+        );
     }
 
     #[test]
     fn broken_files_are_listed_not_fatal() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("good.toml"), "id = \"good\"\n[[steps]]\nname = \"a\"\ntype = \"emit\"\n").unwrap();
+        std::fs::write(dir.path().join("good.toml"), "id = \"good\"\n[[steps]]\nname = \"a\"\ntype = \"emit\"\n")
+            .unwrap();
         std::fs::write(dir.path().join("broken.toml"), "id = \"broken\n").unwrap();
         std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
         let l = load_dir(dir.path());

@@ -169,9 +169,7 @@ impl Engine {
     pub async fn execute(self: &Arc<Self>, def_id: &str) -> Result<String> {
         let (def, plan) = {
             let defs = self.definitions.read().expect("definitions");
-            let l = defs
-                .get(def_id)
-                .ok_or_else(|| EngineError::NotFound(format!("no job definition {def_id:?}")))?;
+            let l = defs.get(def_id).ok_or_else(|| EngineError::NotFound(format!("no job definition {def_id:?}")))?;
             match &l.plan {
                 Ok(p) => (l.def.clone(), p.clone()),
                 Err(e) => return Err(EngineError::Invalid(format!("definition {def_id:?} is invalid: {e}"))),
@@ -372,13 +370,8 @@ impl Engine {
         };
         match parent {
             None | Some("root") => {
-                let live: HashMap<u64, ManagerRecord> = self
-                    .live
-                    .lock()
-                    .expect("live")
-                    .iter()
-                    .map(|(n, l)| (*n, l.snapshot()))
-                    .collect();
+                let live: HashMap<u64, ManagerRecord> =
+                    self.live.lock().expect("live").iter().map(|(n, l)| (*n, l.snapshot())).collect();
                 self.store.for_each_manager_desc(|m| {
                     let m = live.get(&m.num).cloned().unwrap_or(m);
                     take(manager_job(&m));

@@ -65,7 +65,6 @@ impl Ctx {
         let _ = self.engine.store.sync().await;
         *self.live.record.lock().expect("record") = snap;
     }
-
 }
 
 pub(super) async fn run_manager(engine: Arc<Engine>, live: Arc<LiveManager>) {
@@ -119,7 +118,12 @@ pub(super) async fn run_manager(engine: Arc<Engine>, live: Arc<LiveManager>) {
 
     let reason = live.stop_reason();
     if reason == Some(StopReason::Shutdown) {
-        ctx.event(0, Level::Warn, "quaerod is stopping: this job is interrupted and resumes when the daemon starts again".into()).await;
+        ctx.event(
+            0,
+            Level::Warn,
+            "quaerod is stopping: this job is interrupted and resumes when the daemon starts again".into(),
+        )
+        .await;
         let _ = engine.store.sync().await;
         return;
     }
@@ -283,13 +287,8 @@ async fn fan_out(ctx: &Ctx, i: u32, plan: &StepPlan) -> Outcome {
     };
 
     // On resume, children that finished before the restart are kept.
-    let existing: std::collections::HashMap<u32, ChildRecord> = engine
-        .store
-        .children_of(num, i)
-        .unwrap_or_default()
-        .into_iter()
-        .map(|c| (c.path.child, c))
-        .collect();
+    let existing: std::collections::HashMap<u32, ChildRecord> =
+        engine.store.children_of(num, i).unwrap_or_default().into_iter().map(|c| (c.path.child, c)).collect();
     let now = now_ms();
     let mut counts = ChildCounts { total: n as u64, ..Default::default() };
     let mut todo = Vec::new();
@@ -322,8 +321,7 @@ async fn fan_out(ctx: &Ctx, i: u32, plan: &StepPlan) -> Outcome {
     };
     set_counts(counts);
     ctx.update(|_| {}).await;
-    ctx.event(i, Level::Info, format!("fanning out {} child jobs ({} already done)", n, n as usize - todo.len()))
-        .await;
+    ctx.event(i, Level::Info, format!("fanning out {} child jobs ({} already done)", n, n as usize - todo.len())).await;
     report_progress(engine, step_path, counts);
 
     let (tx, mut rx) = mpsc::unbounded_channel::<ChildMsg>();

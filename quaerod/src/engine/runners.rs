@@ -49,10 +49,7 @@ impl Sink {
 }
 
 fn render(template: &str, i: u64, n: u64, child: u32) -> String {
-    template
-        .replace("{i}", &i.to_string())
-        .replace("{n}", &n.to_string())
-        .replace("{child}", &child.to_string())
+    template.replace("{i}", &i.to_string()).replace("{n}", &n.to_string()).replace("{child}", &child.to_string())
 }
 
 /// `emit`: `count` synthetic events, then success (or failure when `fail = true`).
@@ -270,11 +267,7 @@ impl<R: AsyncRead + Unpin> LineReader<R> {
         let mut line: Vec<u8> = Vec::new();
         let mut dropped: u64 = 0;
         let mut saw_any = false;
-        loop {
-            let buf = match self.inner.fill_buf().await {
-                Ok(b) => b,
-                Err(_) => break,
-            };
+        while let Ok(buf) = self.inner.fill_buf().await {
             if buf.is_empty() {
                 break;
             }
@@ -323,7 +316,11 @@ mod tests {
         assert_eq!(r.next_line().await.unwrap(), "\u{fffd}\u{fffd}x");
         let long = r.next_line().await.unwrap();
         assert!(long.starts_with(&"a".repeat(MAX_LINE)));
-        assert!(long.ends_with(&format!("[line cut: {} more bytes]", 1024 * 1024 - MAX_LINE)), "{}", &long[long.len() - 60..]);
+        assert!(
+            long.ends_with(&format!("[line cut: {} more bytes]", 1024 * 1024 - MAX_LINE)),
+            "{}",
+            &long[long.len() - 60..]
+        );
         assert_eq!(r.next_line().await.unwrap(), "last");
         assert_eq!(r.next_line().await, None);
     }

@@ -120,10 +120,7 @@ impl Filter {
 
 /// Decodes the records of `block` that `filter` keeps, in ascending seq order.
 pub fn decode_block(block: &[u8], step: u32, filter: &Filter) -> Vec<RawEvent> {
-    records(block)
-        .filter(|b| filter.keeps(b))
-        .map(|b| decode(b, step))
-        .collect()
+    records(block).filter(|b| filter.keeps(b)).map(|b| decode(b, step)).collect()
 }
 
 /// Number of records in a block.
@@ -133,10 +130,7 @@ pub fn count(block: &[u8]) -> u64 {
 
 /// Highest seq in a block that `filter` keeps.
 pub fn last_seq(block: &[u8], filter: &Filter) -> Option<u64> {
-    records(block)
-        .filter(|b| filter.keeps(b))
-        .map(seq_of)
-        .last()
+    records(block).filter(|b| filter.keeps(b)).map(seq_of).last()
 }
 
 #[cfg(test)]

@@ -251,20 +251,16 @@ impl Store {
             let mut c = counters.lock().expect("counters");
             for item in managers.iter() {
                 let (_, v) = item.map_err(sled_err)?;
-                let m: ManagerRecord = serde_json::from_slice(&v).map_err(|e| OpenError::Corrupt {
-                    path: shown.clone(),
-                    detail: format!("manager record: {e}"),
-                })?;
+                let m: ManagerRecord = serde_json::from_slice(&v)
+                    .map_err(|e| OpenError::Corrupt { path: shown.clone(), detail: format!("manager record: {e}") })?;
                 for st in manager_statuses(&m) {
                     c.replace(None, Some(st));
                 }
             }
             for item in children.iter() {
                 let (_, v) = item.map_err(sled_err)?;
-                let ch: ChildRecord = serde_json::from_slice(&v).map_err(|e| OpenError::Corrupt {
-                    path: shown.clone(),
-                    detail: format!("child record: {e}"),
-                })?;
+                let ch: ChildRecord = serde_json::from_slice(&v)
+                    .map_err(|e| OpenError::Corrupt { path: shown.clone(), detail: format!("child record: {e}") })?;
                 c.replace(None, Some(ch.status));
             }
         }
@@ -359,9 +355,9 @@ impl Store {
     pub fn get_manager(&self, mgr: u64) -> Result<Option<ManagerRecord>> {
         match self.inner.managers.get(manager_key(mgr))? {
             None => Ok(None),
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt(format!("manager m{mgr}: {e}"))),
+            Some(v) => {
+                serde_json::from_slice(&v).map(Some).map_err(|e| StoreError::Corrupt(format!("manager m{mgr}: {e}")))
+            }
         }
     }
 
@@ -369,8 +365,7 @@ impl Store {
     pub fn for_each_manager_desc(&self, mut f: impl FnMut(ManagerRecord) -> bool) -> Result<()> {
         for item in self.inner.managers.iter().rev() {
             let (_, v) = item?;
-            let m: ManagerRecord =
-                serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let m: ManagerRecord = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             if !f(m) {
                 break;
             }
@@ -381,9 +376,7 @@ impl Store {
     pub fn get_child(&self, p: JobPath) -> Result<Option<ChildRecord>> {
         match self.inner.children.get(child_key(p))? {
             None => Ok(None),
-            Some(v) => serde_json::from_slice(&v)
-                .map(Some)
-                .map_err(|e| StoreError::Corrupt(format!("child {p}: {e}"))),
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| StoreError::Corrupt(format!("child {p}: {e}"))),
         }
     }
 
@@ -429,7 +422,6 @@ impl Store {
     pub fn size_on_disk(&self) -> u64 {
         self.inner.db.size_on_disk().unwrap_or(0)
     }
-
 }
 
 impl Drop for Inner {
@@ -511,10 +503,11 @@ mod reader {
         let lo = block_key(mgr, from_step, 0);
         let hi = block_key(mgr, to_step, u64::MAX);
         let mut start = lo.to_vec();
-        if !desc && filter.after > 0 {
-            if let Some(k) = forward_start(events, mgr, from_step, to_step, filter.after)? {
-                start = k;
-            }
+        if !desc
+            && filter.after > 0
+            && let Some(k) = forward_start(events, mgr, from_step, to_step, filter.after)?
+        {
+            start = k;
         }
         Ok(Cursor {
             iter: Box::new(events.range(start..=hi.to_vec())),
@@ -563,10 +556,7 @@ mod reader {
         let filter = Filter { child: p.child, min_level: q.min_level, after: q.after.unwrap_or(0) };
         // Manager scope: its own (step 0) blocks merged with its steps' chain.
         let mut cursors = if p.step == 0 {
-            vec![
-                cursor(events, p.manager, 0, 0, desc, filter)?,
-                cursor(events, p.manager, 1, u32::MAX, desc, filter)?,
-            ]
+            vec![cursor(events, p.manager, 0, 0, desc, filter)?, cursor(events, p.manager, 1, u32::MAX, desc, filter)?]
         } else {
             vec![cursor(events, p.manager, p.step, p.step, desc, filter)?]
         };
@@ -595,10 +585,7 @@ mod reader {
         if desc && q.order == Order::Asc {
             out.reverse();
         }
-        if !desc && q.order == Order::Desc {
-            // `after` reads are oldest-first by contract; honour an explicit desc anyway.
-            out.reverse();
-        }
+        // `after` reads are always oldest first (DESIGN.md), whatever `order` says.
         Ok(LogPage { events: out, last_seq })
     }
 
@@ -606,8 +593,7 @@ mod reader {
     /// of its records, scanning back through its step's blocks).
     fn scope_last_seq(events: &sled::Tree, p: JobPath) -> Result<u64> {
         let filter = Filter { child: p.child, ..Default::default() };
-        let ranges: Vec<(u32, u32)> =
-            if p.step == 0 { vec![(0, 0), (1, u32::MAX)] } else { vec![(p.step, p.step)] };
+        let ranges: Vec<(u32, u32)> = if p.step == 0 { vec![(0, 0), (1, u32::MAX)] } else { vec![(p.step, p.step)] };
         let mut best = 0;
         for (a, b) in ranges {
             for kv in events.range(block_key(p.manager, a, 0)..=block_key(p.manager, b, u64::MAX)).rev() {

@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 
 use super::block;
 use super::{
-    BLOCK_EVENTS, ChildRecord, Counters, ManagerRecord, NewEvent, Result, SEQ_RESERVE, WriteOp,
-    block_key, child_key, manager_key,
+    BLOCK_EVENTS, ChildRecord, Counters, ManagerRecord, NewEvent, Result, SEQ_RESERVE, WriteOp, block_key, child_key,
+    manager_key,
 };
 
 /// Events per batch at most: bounds the writer's memory and the latency of a sync queued
@@ -115,10 +115,7 @@ impl Writer {
 
     fn commit(&mut self, ops: Vec<WriteOp>) -> Result<()> {
         let wants_events = self.listener.wants_events();
-        let total: usize = ops
-            .iter()
-            .map(|o| if let WriteOp::Events(e) = o { e.len() } else { 0 })
-            .sum();
+        let total: usize = ops.iter().map(|o| if let WriteOp::Events(e) = o { e.len() } else { 0 }).sum();
         self.reserve_seq(self.next_seq + total as u64)?;
 
         let mut blocks: HashMap<(u64, u32), OpenBlock> = HashMap::new();
@@ -212,11 +209,7 @@ impl Writer {
 
         if !scopes.is_empty() {
             let scopes: Vec<(JobPath, u64)> = scopes.into_iter().collect();
-            self.listener.committed(&Committed {
-                scopes: &scopes,
-                last_seq: self.next_seq - 1,
-                events: &pushed,
-            });
+            self.listener.committed(&Committed { scopes: &scopes, last_seq: self.next_seq - 1, events: &pushed });
         }
 
         for (mgr, reply) in deletes {
@@ -233,8 +226,7 @@ impl Writer {
         let Some(v) = self.managers.get(manager_key(mgr))? else {
             return Ok((0, 0));
         };
-        let m: ManagerRecord =
-            serde_json::from_slice(&v).map_err(|e| super::StoreError::Corrupt(e.to_string()))?;
+        let m: ManagerRecord = serde_json::from_slice(&v).map_err(|e| super::StoreError::Corrupt(e.to_string()))?;
         let mut gone: Vec<JobStatus> = super::manager_statuses(&m).collect();
         let mut batch = sled::Batch::default();
         for kv in self.children.scan_prefix(manager_key(mgr)) {

@@ -1,0 +1,788 @@
+//! Dashboard state and its one entry point, [`App::update`]: a pure function of the state,
+//! a message and the current instant, returning the network commands to run. Nothing here
+//! touches the terminal, the network or the clock, so tests drive it with plain values.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use quaero_shared::{
+    DefinitionInfo, Event, Job, JobKind, JobStatus, JobsList, LogsResponse, ServerMessage, Stats, StepSummary,
+};
+use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
+use tokio::time::Instant;
+
+use crate::ws::LinkEvent;
+
+/// Refetches of one step's events are at most this frequent (except `finished` triggers).
+pub const STEP_REFETCH_EVERY: Duration = Duration::from_millis(500);
+/// Managers list page size.
+pub const PAGE_SIZE: u32 = 50;
+/// Events shown in a step's pane.
+pub const EVENTS_SHOWN: u32 = 100;
+
+/// Everything that can happen to the app.
+#[derive(Debug, Clone)]
+pub enum Msg {
+    Key(KeyEvent),
+    /// Time passed; `wall_ms` is the wall clock (ms since the epoch) for job ages.
+    Tick {
+        wall_ms: i64,
+    },
+    Resize,
+    Link(LinkEvent),
+    Managers(Result<JobsList, String>),
+    Stats(Result<Stats, String>),
+    Manager {
+        id: String,
+        result: Result<Job, String>,
+    },
+    Logs {
+        step_id: String,
+        result: Result<LogsResponse, String>,
+    },
+    Definitions(Result<Vec<DefinitionInfo>, String>),
+    /// An action finished; the text goes to the status line.
+    ActionDone(Result<String, String>),
+}
+
+/// Work for the network task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cmd {
+    LoadManagers {
+        status: Option<JobStatus>,
+        offset: u64,
+    },
+    LoadStats,
+    LoadManager(String),
+    /// The last [`EVENTS_SHOWN`] events of a step, oldest first.
+    LoadLogs(String),
+    LoadDefinitions,
+    Execute(String),
+    Cancel(String),
+    Delete(String),
+    Rerun(String),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Conn {
+    Connecting,
+    Connected,
+    Reconnecting { retry_at: Instant },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Focus {
+    Steps,
+    Events,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum View {
+    Managers,
+    Manager {
+        id: String,
+        focus: Focus,
+        step_sel: usize,
+        /// The step the user opened; when none, a running or failed step opens by itself.
+        opened: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Cancel,
+    Delete,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PickerKind {
+    Run,
+    Filter,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Overlay {
+    Help,
+    Confirm { action: Action, job_id: String },
+    Picker { kind: PickerKind, selected: usize },
+}
+
+/// Leading-edge throttle with a trailing fetch: the first request runs at once, later ones
+/// inside the window are folded into one that runs when the window ends, so the newest
+/// events are never left unfetched.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Throttle {
+    last: Option<Instant>,
+    due: Option<Instant>,
+}
+
+impl Throttle {
+    /// Whether to fetch now; otherwise a trailing fetch is scheduled.
+    pub fn request(&mut self, now: Instant, every: Duration, immediate: bool) -> bool {
+        match self.last {
+            Some(last) if !immediate && now < last + every => {
+                self.due = Some(last + every);
+                false
+            }
+            _ => {
+                self.last = Some(now);
+                self.due = None;
+                true
+            }
+        }
+    }
+
+    /// Whether a scheduled trailing fetch is due now.
+    pub fn poll(&mut self, now: Instant) -> bool {
+        match self.due {
+            Some(due) if now >= due => {
+                self.last = Some(now);
+                self.due = None;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// The events pane of one step.
+#[derive(Debug, Clone, Default)]
+pub struct StepEvents {
+    pub events: Vec<Event>,
+    pub loaded: bool,
+    /// Lines scrolled up from the bottom; 0 follows the tail.
+    pub scroll_back: usize,
+    pub throttle: Throttle,
+    pub error: Option<String>,
+}
+
+pub struct App {
+    pub conn: Conn,
+    pub stats: Option<Stats>,
+    pub managers: Vec<Job>,
+    pub total: u64,
+    pub offset: u64,
+    pub selected: usize,
+    pub status_filter: Option<JobStatus>,
+    pub definitions: Vec<DefinitionInfo>,
+    /// Managers with their steps, by id: fetched on demand, then kept current by the socket.
+    pub details: HashMap<String, Job>,
+    pub events: HashMap<String, StepEvents>,
+    pub view: View,
+    pub overlay: Option<Overlay>,
+    pub status_line: Option<String>,
+    pub should_quit: bool,
+    pub color: bool,
+    /// Last instant seen by `update`, for countdowns in the header.
+    pub now: Instant,
+    /// Wall clock (ms since the epoch) for ages; 0 until the first tick.
+    pub wall_ms: i64,
+    managers_throttle: Throttle,
+}
+
+impl App {
+    pub fn new(color: bool, now: Instant) -> Self {
+        Self {
+            conn: Conn::Connecting,
+            stats: None,
+            managers: Vec::new(),
+            total: 0,
+            offset: 0,
+            selected: 0,
+            status_filter: None,
+            definitions: Vec::new(),
+            details: HashMap::new(),
+            events: HashMap::new(),
+            view: View::Managers,
+            overlay: None,
+            status_line: None,
+            should_quit: false,
+            color,
+            now,
+            wall_ms: 0,
+            managers_throttle: Throttle::default(),
+        }
+    }
+
+    /// The first loads, before any message.
+    pub fn init(&mut self) -> Vec<Cmd> {
+        vec![self.load_managers_cmd(), Cmd::LoadStats, Cmd::LoadDefinitions]
+    }
+
+    pub fn update(&mut self, msg: Msg, now: Instant) -> Vec<Cmd> {
+        self.now = now;
+        let mut cmds = Vec::new();
+        match msg {
+            Msg::Key(k) => self.on_key(k, now, &mut cmds),
+            Msg::Tick { wall_ms } => self.wall_ms = wall_ms,
+            Msg::Resize => {}
+            Msg::Link(ev) => self.on_link(ev, now, &mut cmds),
+            Msg::Managers(Ok(list)) => {
+                self.total = list.total_count;
+                self.managers = list.jobs;
+                self.selected = self.selected.min(self.managers.len().saturating_sub(1));
+                // Details give the "step i/N" and progress columns; each manager is fetched
+                // once, then the socket keeps it current.
+                for m in &self.managers {
+                    if !self.details.contains_key(&m.id) {
+                        cmds.push(Cmd::LoadManager(m.id.clone()));
+                    }
+                }
+            }
+            Msg::Stats(Ok(s)) => self.stats = Some(s),
+            Msg::Manager { id, result: Ok(job) } => {
+                if let Some(row) = self.managers.iter_mut().find(|m| m.id == id) {
+                    *row = Job { steps: None, ..job.clone() };
+                }
+                self.details.insert(id, job);
+            }
+            Msg::Manager { id, result: Err(e) } => {
+                self.status_line = Some(format!("{id}: {e}"));
+            }
+            Msg::Logs { step_id, result } => {
+                let pane = self.events.entry(step_id).or_default();
+                match result {
+                    Ok(resp) => {
+                        let old_last = pane.events.last().map(|e| e.seq).unwrap_or(0);
+                        let mut logs = resp.logs;
+                        // Order is by seq, whatever order the server listed them in.
+                        logs.sort_by_key(|e| e.seq);
+                        if pane.scroll_back > 0 {
+                            // Keep the lines in view still while the user reads them.
+                            let new = logs.iter().filter(|e| e.seq > old_last).count();
+                            pane.scroll_back = (pane.scroll_back + new).min(logs.len());
+                        }
+                        pane.events = logs;
+                        pane.loaded = true;
+                        pane.error = None;
+                    }
+                    Err(e) => pane.error = Some(e),
+                }
+            }
+            Msg::Definitions(Ok(defs)) => self.definitions = defs,
+            Msg::ActionDone(result) => {
+                self.status_line = Some(match result {
+                    Ok(m) | Err(m) => m,
+                });
+                cmds.push(Cmd::LoadStats);
+                self.managers_throttle.request(now, STEP_REFETCH_EVERY, true);
+                cmds.push(self.load_managers_cmd());
+            }
+            Msg::Managers(Err(e)) | Msg::Stats(Err(e)) | Msg::Definitions(Err(e)) => {
+                self.status_line = Some(e);
+            }
+        }
+        self.after_update(now, &mut cmds);
+        cmds
+    }
+
+    /// Effects that follow from the state whatever changed it: the shown step's events get
+    /// loaded, and throttled fetches that came due run.
+    fn after_update(&mut self, now: Instant, cmds: &mut Vec<Cmd>) {
+        if let Some(step) = self.shown_step() {
+            let pane = self.events.entry(step.clone()).or_default();
+            if !pane.loaded && pane.throttle.last.is_none() {
+                pane.throttle.request(now, STEP_REFETCH_EVERY, true);
+                cmds.push(Cmd::LoadLogs(step.clone()));
+            } else if pane.throttle.poll(now) {
+                cmds.push(Cmd::LoadLogs(step));
+            }
+        }
+        if self.managers_throttle.poll(now) {
+            cmds.push(self.load_managers_cmd());
+        }
+    }
+
+    fn load_managers_cmd(&self) -> Cmd {
+        Cmd::LoadManagers { status: self.status_filter, offset: self.offset }
+    }
+
+    fn reload_managers(&mut self, now: Instant, cmds: &mut Vec<Cmd>) {
+        if self.managers_throttle.request(now, STEP_REFETCH_EVERY, false) {
+            cmds.push(self.load_managers_cmd());
+        }
+    }
+
+    fn on_link(&mut self, ev: LinkEvent, now: Instant, cmds: &mut Vec<Cmd>) {
+        match ev {
+            LinkEvent::Connected => {
+                self.conn = Conn::Connected;
+                // Triggers were missed while away (and the first loads may have failed
+                // before the daemon was up): reload what is on screen.
+                if self.definitions.is_empty() {
+                    cmds.push(Cmd::LoadDefinitions);
+                }
+                cmds.push(Cmd::LoadStats);
+                self.managers_throttle.request(now, STEP_REFETCH_EVERY, true);
+                cmds.push(self.load_managers_cmd());
+                if let View::Manager { id, .. } = &self.view {
+                    cmds.push(Cmd::LoadManager(id.clone()));
+                }
+                if let Some(step) = self.shown_step() {
+                    let pane = self.events.entry(step.clone()).or_default();
+                    if pane.throttle.request(now, STEP_REFETCH_EVERY, true) {
+                        cmds.push(Cmd::LoadLogs(step));
+                    }
+                }
+            }
+            LinkEvent::Disconnected { retry_at, .. } => self.conn = Conn::Reconnecting { retry_at },
+            LinkEvent::Message(m) => self.on_server(m, now, cmds),
+        }
+    }
+
+    fn on_server(&mut self, m: ServerMessage, now: Instant, cmds: &mut Vec<Cmd>) {
+        match m {
+            ServerMessage::Hello(_) => self.conn = Conn::Connected,
+            ServerMessage::RefreshStepEvents(r) => {
+                if let Some(step) = self.shown_step()
+                    && r.step_ids.contains(&step)
+                {
+                    let pane = self.events.entry(step.clone()).or_default();
+                    if pane.throttle.request(now, STEP_REFETCH_EVERY, r.finished) {
+                        cmds.push(Cmd::LoadLogs(step));
+                    }
+                }
+            }
+            ServerMessage::JobStatusChange(c) => match c.kind {
+                JobKind::Manager => {
+                    if let Some(d) = self.details.get_mut(&c.job_id) {
+                        d.status = c.status;
+                        d.error = c.error.clone().or(d.error.take());
+                        if c.status.is_terminal() {
+                            // The final duration and step errors come with the job.
+                            cmds.push(Cmd::LoadManager(c.job_id.clone()));
+                        }
+                    }
+                    match self.managers.iter_mut().find(|m| m.id == c.job_id) {
+                        Some(row) if !c.status.is_terminal() => row.status = c.status,
+                        // New managers appear, finished ones get their duration: reload.
+                        _ => {
+                            if let Some(row) = self.managers.iter_mut().find(|m| m.id == c.job_id) {
+                                row.status = c.status;
+                            }
+                            self.reload_managers(now, cmds);
+                        }
+                    }
+                }
+                _ => {
+                    if let Some(step) = self.step_mut(&c.manager_id, &c.job_id) {
+                        step.status = c.status;
+                        if c.error.is_some() {
+                            step.error = c.error;
+                        }
+                    } else if matches!(&self.view, View::Manager { id, .. } if *id == c.manager_id)
+                        || self.managers.iter().any(|m| m.id == c.manager_id)
+                    {
+                        cmds.push(Cmd::LoadManager(c.manager_id));
+                    }
+                }
+            },
+            ServerMessage::StepProgress(p) => {
+                if let Some(step) = self.step_mut(&p.manager_id, &p.step_id) {
+                    step.child_counts = p.child_counts;
+                }
+            }
+            ServerMessage::QueueStats(s) => self.stats = Some(s),
+            ServerMessage::JobLog(_) | ServerMessage::Error(_) => {}
+        }
+    }
+
+    fn step_mut(&mut self, manager_id: &str, step_id: &str) -> Option<&mut StepSummary> {
+        self.details.get_mut(manager_id)?.steps.as_mut()?.iter_mut().find(|s| s.id == step_id)
+    }
+
+    /// Steps of the open manager, in order.
+    pub fn open_steps(&self) -> &[StepSummary] {
+        match &self.view {
+            View::Manager { id, .. } => self.details.get(id).and_then(|d| d.steps.as_deref()).unwrap_or(&[]),
+            View::Managers => &[],
+        }
+    }
+
+    /// The step whose events pane is shown: the one the user opened, else a running step,
+    /// else a failed one.
+    pub fn shown_step(&self) -> Option<String> {
+        let View::Manager { opened, .. } = &self.view else {
+            return None;
+        };
+        if opened.is_some() {
+            return opened.clone();
+        }
+        let steps = self.open_steps();
+        steps
+            .iter()
+            .find(|s| s.status == JobStatus::Running)
+            .or_else(|| steps.iter().find(|s| s.status == JobStatus::Failed))
+            .map(|s| s.id.clone())
+    }
+
+    /// The manager that `c`, `d` and `R` act on.
+    fn target_manager(&self) -> Option<String> {
+        match &self.view {
+            View::Managers => self.managers.get(self.selected).map(|m| m.id.clone()),
+            View::Manager { id, .. } => Some(id.clone()),
+        }
+    }
+
+    pub fn picker_len(&self, kind: PickerKind) -> usize {
+        match kind {
+            PickerKind::Run => self.definitions.len(),
+            PickerKind::Filter => JobStatus::ALL.len() + 1,
+        }
+    }
+
+    fn on_key(&mut self, k: KeyEvent, now: Instant, cmds: &mut Vec<Cmd>) {
+        if k.kind != KeyEventKind::Press {
+            return;
+        }
+        if k.code == KeyCode::Char('c') && k.modifiers.contains(KeyModifiers::CONTROL) {
+            self.should_quit = true;
+            return;
+        }
+        if let Some(overlay) = self.overlay.take() {
+            self.on_overlay_key(overlay, k, now, cmds);
+            return;
+        }
+        self.status_line = None;
+        match k.code {
+            KeyCode::Char('q') => self.should_quit = true,
+            KeyCode::Char('?') => self.overlay = Some(Overlay::Help),
+            KeyCode::Char('r') => {
+                cmds.push(Cmd::LoadDefinitions);
+                self.overlay = Some(Overlay::Picker { kind: PickerKind::Run, selected: 0 });
+            }
+            KeyCode::Char('/') => {
+                let selected =
+                    self.status_filter.and_then(|s| JobStatus::ALL.iter().position(|x| *x == s)).map_or(0, |i| i + 1);
+                self.overlay = Some(Overlay::Picker { kind: PickerKind::Filter, selected });
+            }
+            KeyCode::Char('c') => {
+                if let Some(job_id) = self.target_manager() {
+                    self.overlay = Some(Overlay::Confirm { action: Action::Cancel, job_id });
+                }
+            }
+            KeyCode::Char('d') => {
+                if let Some(job_id) = self.target_manager() {
+                    self.overlay = Some(Overlay::Confirm { action: Action::Delete, job_id });
+                }
+            }
+            KeyCode::Char('R') => {
+                if let Some(id) = self.target_manager() {
+                    cmds.push(Cmd::Rerun(id));
+                }
+            }
+            _ => match self.view.clone() {
+                View::Managers => self.on_managers_key(k, now, cmds),
+                View::Manager { .. } => self.on_manager_key(k),
+            },
+        }
+    }
+
+    fn on_overlay_key(&mut self, overlay: Overlay, k: KeyEvent, now: Instant, cmds: &mut Vec<Cmd>) {
+        match overlay {
+            Overlay::Help => {} // any key closes it
+            Overlay::Confirm { action, job_id } => match k.code {
+                KeyCode::Char('y') | KeyCode::Char('Y') | KeyCode::Enter => {
+                    cmds.push(match action {
+                        Action::Cancel => Cmd::Cancel(job_id.clone()),
+                        Action::Delete => Cmd::Delete(job_id.clone()),
+                    });
+                    if action == Action::Delete && matches!(&self.view, View::Manager { id, .. } if *id == job_id) {
+                        self.view = View::Managers;
+                    }
+                }
+                KeyCode::Char('n') | KeyCode::Esc | KeyCode::Char('q') => {}
+                _ => self.overlay = Some(Overlay::Confirm { action, job_id }),
+            },
+            Overlay::Picker { kind, selected } => {
+                let len = self.picker_len(kind);
+                let selected = match k.code {
+                    KeyCode::Esc | KeyCode::Char('q') => return,
+                    KeyCode::Enter => {
+                        self.pick(kind, selected, now, cmds);
+                        return;
+                    }
+                    KeyCode::Char('j') | KeyCode::Down => (selected + 1).min(len.saturating_sub(1)),
+                    KeyCode::Char('k') | KeyCode::Up => selected.saturating_sub(1),
+                    KeyCode::Char('g') | KeyCode::Home => 0,
+                    KeyCode::Char('G') | KeyCode::End => len.saturating_sub(1),
+                    _ => selected,
+                };
+                self.overlay = Some(Overlay::Picker { kind, selected });
+            }
+        }
+    }
+
+    fn pick(&mut self, kind: PickerKind, selected: usize, now: Instant, cmds: &mut Vec<Cmd>) {
+        match kind {
+            PickerKind::Run => {
+                if let Some(def) = self.definitions.get(selected) {
+                    if def.valid {
+                        cmds.push(Cmd::Execute(def.id.clone()));
+                    } else {
+                        self.status_line = Some(format!("{} is not valid", def.id));
+                    }
+                }
+            }
+            PickerKind::Filter => {
+                self.status_filter = selected.checked_sub(1).and_then(|i| JobStatus::ALL.get(i).copied());
+                self.offset = 0;
+                self.selected = 0;
+                self.managers_throttle.request(now, STEP_REFETCH_EVERY, true);
+                cmds.push(self.load_managers_cmd());
+            }
+        }
+    }
+
+    fn on_managers_key(&mut self, k: KeyEvent, now: Instant, cmds: &mut Vec<Cmd>) {
+        let last = self.managers.len().saturating_sub(1);
+        match k.code {
+            KeyCode::Char('j') | KeyCode::Down => self.selected = (self.selected + 1).min(last),
+            KeyCode::Char('k') | KeyCode::Up => self.selected = self.selected.saturating_sub(1),
+            KeyCode::Char('g') | KeyCode::Home => self.selected = 0,
+            KeyCode::Char('G') | KeyCode::End => self.selected = last,
+            KeyCode::PageDown | KeyCode::Char('n') if self.offset + (PAGE_SIZE as u64) < self.total => {
+                self.offset += PAGE_SIZE as u64;
+                self.selected = 0;
+                self.managers_throttle.request(now, STEP_REFETCH_EVERY, true);
+                cmds.push(self.load_managers_cmd());
+            }
+            KeyCode::PageUp | KeyCode::Char('p') if self.offset > 0 => {
+                self.offset = self.offset.saturating_sub(PAGE_SIZE as u64);
+                self.selected = 0;
+                self.managers_throttle.request(now, STEP_REFETCH_EVERY, true);
+                cmds.push(self.load_managers_cmd());
+            }
+            KeyCode::Enter | KeyCode::Char('l') | KeyCode::Right => {
+                if let Some(m) = self.managers.get(self.selected) {
+                    let id = m.id.clone();
+                    // Always refetch: the cached detail may predate steps that started.
+                    cmds.push(Cmd::LoadManager(id.clone()));
+                    self.view = View::Manager { id, focus: Focus::Steps, step_sel: 0, opened: None };
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_manager_key(&mut self, k: KeyEvent) {
+        let steps_len = self.open_steps().len();
+        let shown = self.shown_step();
+        let View::Manager { focus, step_sel, opened, .. } = &mut self.view else {
+            return;
+        };
+        match (*focus, k.code) {
+            (_, KeyCode::Esc | KeyCode::Backspace | KeyCode::Char('h') | KeyCode::Left) => {
+                if *focus == Focus::Events {
+                    *focus = Focus::Steps;
+                } else {
+                    self.view = View::Managers;
+                }
+            }
+            (Focus::Steps, KeyCode::Char('j') | KeyCode::Down) => {
+                *step_sel = (*step_sel + 1).min(steps_len.saturating_sub(1));
+            }
+            (Focus::Steps, KeyCode::Char('k') | KeyCode::Up) => *step_sel = step_sel.saturating_sub(1),
+            (Focus::Steps, KeyCode::Char('g') | KeyCode::Home) => *step_sel = 0,
+            (Focus::Steps, KeyCode::Char('G') | KeyCode::End) => *step_sel = steps_len.saturating_sub(1),
+            (Focus::Steps, KeyCode::Enter | KeyCode::Char('l') | KeyCode::Right) => {
+                let sel = *step_sel;
+                if let Some(id) = self.open_steps().get(sel).map(|s| s.id.clone()) {
+                    // Opening loads afresh (after_update sees an unloaded pane).
+                    let pane = self.events.entry(id.clone()).or_default();
+                    pane.loaded = false;
+                    pane.throttle = Throttle::default();
+                    pane.scroll_back = 0;
+                    if let View::Manager { focus, opened, .. } = &mut self.view {
+                        *opened = Some(id);
+                        *focus = Focus::Events;
+                    }
+                }
+            }
+            (Focus::Events, code) => {
+                let _ = opened;
+                let Some(step) = shown else { return };
+                let pane = self.events.entry(step).or_default();
+                let max = pane.events.len().saturating_sub(1);
+                pane.scroll_back = match code {
+                    KeyCode::Char('k') | KeyCode::Up => (pane.scroll_back + 1).min(max),
+                    KeyCode::Char('j') | KeyCode::Down => pane.scroll_back.saturating_sub(1),
+                    KeyCode::PageUp => (pane.scroll_back + 10).min(max),
+                    KeyCode::PageDown => pane.scroll_back.saturating_sub(10),
+                    KeyCode::Char('g') | KeyCode::Home => max,
+                    KeyCode::Char('G') | KeyCode::End => 0,
+                    _ => pane.scroll_back,
+                };
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fixtures::*;
+    use quaero_shared::{JobStatusChange, Level, RefreshStepEvents};
+
+    fn key(c: char) -> Msg {
+        Msg::Key(KeyEvent::from(KeyCode::Char(c)))
+    }
+
+    fn trigger(step: &str, finished: bool) -> Msg {
+        Msg::Link(LinkEvent::Message(ServerMessage::RefreshStepEvents(RefreshStepEvents {
+            step_ids: vec![step.into()],
+            manager_ids: vec!["m1".into()],
+            timestamp: "13:04:05.000".into(),
+            finished,
+            last_seq: 10,
+        })))
+    }
+
+    fn logs_cmds(cmds: &[Cmd]) -> usize {
+        cmds.iter().filter(|c| matches!(c, Cmd::LoadLogs(_))).count()
+    }
+
+    /// An app showing manager m1 with its running step m1-s2 open and loaded at `t0`.
+    fn app_with_open_step(t0: Instant) -> App {
+        let mut app = App::new(true, t0);
+        app.update(Msg::Link(LinkEvent::Connected), t0);
+        app.update(
+            Msg::Managers(Ok(JobsList {
+                jobs: vec![manager(1, "Nightly build", JobStatus::Running)],
+                total_count: 1,
+                limit: 50,
+                offset: 0,
+            })),
+            t0,
+        );
+        let cmds = app.update(Msg::Key(KeyEvent::from(KeyCode::Enter)), t0);
+        assert_eq!(cmds, vec![Cmd::LoadManager("m1".into())]);
+        let cmds = app.update(Msg::Manager { id: "m1".into(), result: Ok(nightly_detail()) }, t0);
+        // The running step opens by itself and loads on demand.
+        assert_eq!(cmds, vec![Cmd::LoadLogs("m1-s2".into())]);
+        app.update(
+            Msg::Logs {
+                step_id: "m1-s2".into(),
+                result: Ok(logs("m1-s2", vec![event(1, "m1-s2", Level::Info, "hello")])),
+            },
+            t0,
+        );
+        app
+    }
+
+    #[test]
+    fn a_finished_trigger_fetches_at_once() {
+        let t0 = Instant::now();
+        let mut app = app_with_open_step(t0);
+        // Inside the 500 ms window of the opening fetch, yet fetched at once.
+        let cmds = app.update(trigger("m1-s2", true), t0 + Duration::from_millis(50));
+        assert_eq!(cmds, vec![Cmd::LoadLogs("m1-s2".into())]);
+    }
+
+    #[test]
+    fn two_triggers_100ms_apart_lead_to_one_fetch() {
+        let t0 = Instant::now();
+        let mut app = app_with_open_step(t0);
+        let t1 = t0 + Duration::from_secs(2);
+        assert_eq!(logs_cmds(&app.update(trigger("m1-s2", false), t1)), 1);
+        assert_eq!(logs_cmds(&app.update(trigger("m1-s2", false), t1 + Duration::from_millis(100))), 0);
+        assert_eq!(logs_cmds(&app.update(Msg::Tick { wall_ms: 0 }, t1 + Duration::from_millis(499))), 0);
+        // The folded trigger is not lost: one trailing fetch when the window ends, then quiet.
+        assert_eq!(logs_cmds(&app.update(Msg::Tick { wall_ms: 0 }, t1 + Duration::from_millis(500))), 1);
+        assert_eq!(logs_cmds(&app.update(Msg::Tick { wall_ms: 0 }, t1 + Duration::from_secs(5))), 0);
+    }
+
+    #[test]
+    fn triggers_for_steps_not_shown_fetch_nothing() {
+        let t0 = Instant::now();
+        let mut app = app_with_open_step(t0);
+        assert!(app.update(trigger("m1-s1", true), t0 + Duration::from_secs(2)).is_empty());
+        assert!(app.update(trigger("m9-s1", false), t0 + Duration::from_secs(3)).is_empty());
+    }
+
+    #[test]
+    fn the_next_running_step_opens_by_itself() {
+        let t0 = Instant::now();
+        let mut app = app_with_open_step(t0);
+        let change = |id: &str, status| {
+            Msg::Link(LinkEvent::Message(ServerMessage::JobStatusChange(JobStatusChange {
+                job_id: id.into(),
+                parent_id: Some("m1".into()),
+                manager_id: "m1".into(),
+                kind: JobKind::Step,
+                status,
+                step_name: None,
+                error: None,
+                timestamp: "13:04:05.000".into(),
+            })))
+        };
+        app.update(change("m1-s2", JobStatus::Completed), t0);
+        let cmds = app.update(change("m1-s3", JobStatus::Running), t0);
+        assert_eq!(app.shown_step().as_deref(), Some("m1-s3"));
+        assert_eq!(cmds, vec![Cmd::LoadLogs("m1-s3".into())]);
+    }
+
+    #[test]
+    fn cancel_asks_first() {
+        let t0 = Instant::now();
+        let mut app = App::new(true, t0);
+        app.update(
+            Msg::Managers(Ok(JobsList {
+                jobs: vec![manager(1, "a", JobStatus::Running)],
+                total_count: 1,
+                limit: 50,
+                offset: 0,
+            })),
+            t0,
+        );
+        assert!(app.update(key('c'), t0).is_empty());
+        assert!(matches!(app.overlay, Some(Overlay::Confirm { action: Action::Cancel, .. })));
+        assert!(app.update(key('n'), t0).is_empty());
+        assert_eq!(app.overlay, None);
+        app.update(key('c'), t0);
+        assert_eq!(app.update(key('y'), t0), vec![Cmd::Cancel("m1".into())]);
+    }
+
+    #[test]
+    fn the_filter_picker_reloads_with_the_status() {
+        let t0 = Instant::now();
+        let mut app = App::new(true, t0);
+        app.update(key('/'), t0);
+        app.update(key('j'), t0);
+        app.update(key('j'), t0);
+        let cmds = app.update(Msg::Key(KeyEvent::from(KeyCode::Enter)), t0);
+        assert_eq!(cmds, vec![Cmd::LoadManagers { status: Some(JobStatus::Running), offset: 0 }]);
+    }
+
+    #[test]
+    fn reconnecting_reloads_what_is_on_screen() {
+        let t0 = Instant::now();
+        let mut app = app_with_open_step(t0);
+        let t1 = t0 + Duration::from_secs(5);
+        app.update(Msg::Link(LinkEvent::Disconnected { retry_at: t1, reason: "closed".into() }), t0);
+        assert_eq!(app.conn, Conn::Reconnecting { retry_at: t1 });
+        let cmds = app.update(Msg::Link(LinkEvent::Connected), t1);
+        assert_eq!(app.conn, Conn::Connected);
+        for want in [Cmd::LoadStats, Cmd::LoadManager("m1".into()), Cmd::LoadLogs("m1-s2".into())] {
+            assert!(cmds.contains(&want), "{want:?} missing from {cmds:?}");
+        }
+    }
+
+    #[test]
+    fn scrolled_up_events_stay_put_when_new_ones_arrive() {
+        let t0 = Instant::now();
+        let mut app = app_with_open_step(t0);
+        let evs: Vec<Event> = (1..=10).map(|i| event(i, "m1-s2", Level::Info, "x")).collect();
+        app.update(Msg::Logs { step_id: "m1-s2".into(), result: Ok(logs("m1-s2", evs.clone())) }, t0);
+        app.view = View::Manager { id: "m1".into(), focus: Focus::Events, step_sel: 1, opened: Some("m1-s2".into()) };
+        app.update(key('k'), t0);
+        app.update(key('k'), t0);
+        assert_eq!(app.events["m1-s2"].scroll_back, 2);
+        let more: Vec<Event> = (1..=13).map(|i| event(i, "m1-s2", Level::Info, "x")).collect();
+        app.update(Msg::Logs { step_id: "m1-s2".into(), result: Ok(logs("m1-s2", more)) }, t0);
+        assert_eq!(app.events["m1-s2"].scroll_back, 5);
+        app.update(key('G'), t0);
+        assert_eq!(app.events["m1-s2"].scroll_back, 0);
+    }
+}

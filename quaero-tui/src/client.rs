@@ -1,0 +1,201 @@
+//! Typed REST calls against `quaerod`. Errors keep the cases callers act on apart: a 404
+//! is an exit code for the tail and a message for the dashboard, while a transport error
+//! means "retry".
+
+use std::time::Duration;
+
+use quaero_shared::{
+    CancelResponse, DefinitionsList, DeleteResponse, ErrorBody, ExecuteResponse, Job, JobStatus, JobsList, Level,
+    LogsResponse, Order, RerunResponse, Stats,
+};
+use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::de::DeserializeOwned;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The server could not be reached or the connection broke: worth retrying.
+    #[error("server unreachable: {0}")]
+    Unreachable(String),
+    #[error("not found: {0}")]
+    NotFound(String),
+    #[error("HTTP {status}: {message}")]
+    Status { status: u16, message: String },
+    #[error("bad response: {0}")]
+    Decode(String),
+}
+
+impl ApiError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Unreachable(_) => true,
+            // A daemon that is starting or stopping may answer 5xx for a moment.
+            Self::Status { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+}
+
+/// Query of `GET /api/jobs/{id}/logs`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LogQuery {
+    pub after: Option<u64>,
+    pub limit: Option<u32>,
+    pub order: Option<Order>,
+    pub level: Option<Level>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: Option<String>,
+}
+
+impl Client {
+    pub fn new(base: &str, token: Option<String>) -> Result<Self, ApiError> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_secs(3))
+            // Bounded so a hung daemon turns into a retry instead of a frozen tail.
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| ApiError::Unreachable(e.to_string()))?;
+        Ok(Self { http, base: base.trim_end_matches('/').to_string(), token })
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
+    /// `ws://host:port/ws` for an `http://host:port` base.
+    pub fn ws_url(&self) -> String {
+        let rest = self
+            .base
+            .strip_prefix("https://")
+            .map(|r| format!("wss://{r}"))
+            .or_else(|| self.base.strip_prefix("http://").map(|r| format!("ws://{r}")))
+            .unwrap_or_else(|| format!("ws://{}", self.base));
+        format!("{rest}/ws")
+    }
+
+    fn request(&self, method: Method, path: &str) -> RequestBuilder {
+        let mut rb = self.http.request(method, format!("{}{}", self.base, path));
+        if let Some(t) = &self.token {
+            rb = rb.bearer_auth(t);
+        }
+        rb
+    }
+
+    async fn send<T: DeserializeOwned>(&self, rb: RequestBuilder) -> Result<T, ApiError> {
+        let resp = rb.send().await.map_err(|e| ApiError::Unreachable(e.to_string()))?;
+        let status = resp.status();
+        let body = resp.bytes().await.map_err(|e| ApiError::Unreachable(e.to_string()))?;
+        if status.is_success() {
+            return serde_json::from_slice(&body).map_err(|e| ApiError::Decode(e.to_string()));
+        }
+        let message = serde_json::from_slice::<ErrorBody>(&body)
+            .map(|b| b.error)
+            .unwrap_or_else(|_| String::from_utf8_lossy(&body).into_owned());
+        Err(if status == StatusCode::NOT_FOUND {
+            ApiError::NotFound(message)
+        } else {
+            ApiError::Status { status: status.as_u16(), message }
+        })
+    }
+
+    /// Mutating requests carry a JSON body so the daemon's content-type check passes.
+    fn post(&self, path: &str) -> RequestBuilder {
+        self.request(Method::POST, path).header(reqwest::header::CONTENT_TYPE, "application/json").body("{}")
+    }
+
+    pub async fn job(&self, id: &str) -> Result<Job, ApiError> {
+        self.send(self.request(Method::GET, &format!("/api/jobs/{}", enc(id)))).await
+    }
+
+    pub async fn logs(&self, id: &str, q: &LogQuery) -> Result<LogsResponse, ApiError> {
+        let mut params: Vec<(&str, String)> = Vec::new();
+        if let Some(a) = q.after {
+            params.push(("after", a.to_string()));
+        }
+        if let Some(l) = q.limit {
+            params.push(("limit", l.to_string()));
+        }
+        if let Some(o) = q.order {
+            params.push(("order", if o == Order::Asc { "asc" } else { "desc" }.into()));
+        }
+        if let Some(l) = q.level {
+            params.push(("level", l.as_str().into()));
+        }
+        let rb = self.request(Method::GET, &format!("/api/jobs/{}/logs", enc(id))).query(&params);
+        self.send(rb).await
+    }
+
+    /// Managers only (`parent_id=root`), newest first as the daemon lists them.
+    pub async fn managers(&self, status: Option<JobStatus>, limit: u32, offset: u64) -> Result<JobsList, ApiError> {
+        let mut params: Vec<(&str, String)> =
+            vec![("parent_id", "root".into()), ("limit", limit.to_string()), ("offset", offset.to_string())];
+        if let Some(s) = status {
+            params.push(("status", s.as_str().into()));
+        }
+        self.send(self.request(Method::GET, "/api/jobs").query(&params)).await
+    }
+
+    pub async fn stats(&self) -> Result<Stats, ApiError> {
+        self.send(self.request(Method::GET, "/api/jobs/stats")).await
+    }
+
+    pub async fn definitions(&self) -> Result<DefinitionsList, ApiError> {
+        self.send(self.request(Method::GET, "/api/job-definitions")).await
+    }
+
+    pub async fn execute(&self, definition_id: &str) -> Result<ExecuteResponse, ApiError> {
+        let path = format!("/api/job-definitions/{}/execute", enc(definition_id));
+        self.send(self.post(&path)).await
+    }
+
+    pub async fn cancel(&self, id: &str) -> Result<CancelResponse, ApiError> {
+        self.send(self.post(&format!("/api/jobs/{}/cancel", enc(id)))).await
+    }
+
+    pub async fn rerun(&self, id: &str) -> Result<RerunResponse, ApiError> {
+        self.send(self.post(&format!("/api/jobs/{}/rerun", enc(id)))).await
+    }
+
+    pub async fn delete(&self, id: &str) -> Result<DeleteResponse, ApiError> {
+        self.send(self.request(Method::DELETE, &format!("/api/jobs/{}", enc(id)))).await
+    }
+}
+
+/// Ids are URL-safe by contract, but a user-typed id is input: escape anything else so it
+/// cannot change the path.
+fn enc(id: &str) -> String {
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ws_url_follows_the_base() {
+        let c = Client::new("http://127.0.0.1:9/", None).unwrap();
+        assert_eq!(c.ws_url(), "ws://127.0.0.1:9/ws");
+    }
+
+    #[test]
+    fn ids_cannot_escape_the_path() {
+        assert_eq!(enc("m1-s2"), "m1-s2");
+        assert_eq!(enc("../x?y"), "..%2Fx%3Fy");
+    }
+}

@@ -1,0 +1,559 @@
+//! Drawing: a pure function of [`App`]. Every piece of text that came from the daemon
+//! (names, messages, errors) goes through `sanitize_terminal` before it reaches a cell.
+
+use quaero_shared::{ChildCounts, Job, JobStatus, Level, StepSummary, sanitize_terminal};
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, StatefulWidget, Table, TableState, Widget, Wrap};
+
+use crate::app::{Action, App, Conn, EVENTS_SHOWN, Focus, Overlay, PickerKind, View};
+use crate::text::{event_time, human_duration, parse_rfc3339_ms};
+
+/// Below this width the tables drop their secondary columns.
+const NARROW: u16 = 60;
+
+pub const HELP: &[(&str, &str)] = &[
+    ("j/k, ↓/↑", "move (scroll in the events pane)"),
+    ("Enter", "open manager / step events"),
+    ("Esc, Backspace", "back"),
+    ("g / G", "top / bottom"),
+    ("n / p", "next / previous page"),
+    ("/", "filter by status"),
+    ("r", "run a definition"),
+    ("c", "cancel (confirm)"),
+    ("d", "delete (confirm)"),
+    ("R", "rerun"),
+    ("?", "this help"),
+    ("q", "quit"),
+];
+
+impl Widget for &App {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        let [header, body, footer] =
+            Layout::vertical([Constraint::Length(2), Constraint::Min(3), Constraint::Length(1)]).areas(area);
+        self.render_header(header, buf);
+        match &self.view {
+            View::Managers => self.render_managers(body, buf),
+            View::Manager { id, focus, step_sel, .. } => self.render_manager(id, *focus, *step_sel, body, buf),
+        }
+        self.render_footer(footer, buf);
+        match &self.overlay {
+            None => {}
+            Some(Overlay::Help) => self.render_help(area, buf),
+            Some(Overlay::Confirm { action, job_id }) => self.render_confirm(*action, job_id, area, buf),
+            Some(Overlay::Picker { kind, selected }) => self.render_picker(*kind, *selected, area, buf),
+        }
+    }
+}
+
+impl App {
+    fn fg(&self, c: Color) -> Style {
+        if self.color { Style::default().fg(c) } else { Style::default() }
+    }
+
+    fn status_style(&self, s: JobStatus) -> Style {
+        self.fg(match s {
+            JobStatus::Pending => Color::Gray,
+            JobStatus::Running => Color::Cyan,
+            JobStatus::Completed => Color::Green,
+            JobStatus::Failed => Color::Red,
+            JobStatus::Cancelled => Color::Yellow,
+        })
+    }
+
+    fn level_style(&self, l: Level) -> Style {
+        match l {
+            Level::Debug => self.fg(Color::DarkGray),
+            Level::Info => self.fg(Color::Green),
+            Level::Warn => self.fg(Color::Yellow),
+            Level::Error => self.fg(Color::Red).add_modifier(Modifier::BOLD),
+        }
+    }
+
+    fn selected_style(&self) -> Style {
+        Style::default().add_modifier(Modifier::REVERSED)
+    }
+
+    fn render_header(&self, area: Rect, buf: &mut Buffer) {
+        let conn = match self.conn {
+            Conn::Connecting => Span::styled("● connecting", self.fg(Color::Yellow)),
+            Conn::Connected => Span::styled("● connected", self.fg(Color::Green)),
+            Conn::Reconnecting { retry_at } => {
+                let left = retry_at.saturating_duration_since(self.now);
+                let secs = left.as_millis().div_ceil(1000);
+                Span::styled(format!("● reconnecting in {secs}s"), self.fg(Color::Red))
+            }
+        };
+        let mut line1 = vec![Span::styled("Quaero ", Style::default().add_modifier(Modifier::BOLD)), conn];
+        let filter = self.status_filter.map_or("all", |s| s.as_str());
+        line1.push(Span::raw(format!("  filter: {filter}")));
+        let stats = match &self.stats {
+            // Short labels keep every count visible on narrow terminals.
+            Some(s) if area.width < NARROW => Line::raw(format!(
+                "{} jobs P{} R{} C{} F{} X{}",
+                s.total_jobs, s.pending_jobs, s.running_jobs, s.completed_jobs, s.failed_jobs, s.cancelled_jobs
+            )),
+            Some(s) => Line::from(vec![
+                Span::raw(format!("total {}  ", s.total_jobs)),
+                Span::styled(format!("pending {}  ", s.pending_jobs), self.status_style(JobStatus::Pending)),
+                Span::styled(format!("running {}  ", s.running_jobs), self.status_style(JobStatus::Running)),
+                Span::styled(format!("completed {}  ", s.completed_jobs), self.status_style(JobStatus::Completed)),
+                Span::styled(format!("failed {}  ", s.failed_jobs), self.status_style(JobStatus::Failed)),
+                Span::styled(format!("cancelled {}", s.cancelled_jobs), self.status_style(JobStatus::Cancelled)),
+            ]),
+            None => Line::raw("stats: loading…"),
+        };
+        Paragraph::new(vec![Line::from(line1), stats]).render(area, buf);
+    }
+
+    fn render_footer(&self, area: Rect, buf: &mut Buffer) {
+        let text = match &self.status_line {
+            Some(s) => Line::styled(sanitize_terminal(s), self.fg(Color::Yellow)),
+            None => Line::styled(
+                "? help  q quit  Enter open  Esc back  / filter  r run  c cancel  d delete  R rerun",
+                self.fg(Color::DarkGray),
+            ),
+        };
+        Paragraph::new(text).render(area, buf);
+    }
+
+    /// Current step as `i/N` and a progress fraction, from the manager's details when known.
+    fn step_progress(&self, m: &Job) -> (String, f64) {
+        let steps = self.details.get(&m.id).and_then(|d| d.steps.as_deref());
+        let n = steps
+            .map(|s| s.len())
+            .or_else(|| self.definitions.iter().find(|d| d.id == m.definition_id).map(|d| d.steps.len()));
+        let Some(steps) = steps else {
+            let done = if m.status == JobStatus::Completed { 1.0 } else { 0.0 };
+            return (n.map_or("-".into(), |n| format!("?/{n}")), done);
+        };
+        let n = steps.len();
+        let current = steps.iter().rev().find(|s| s.status != JobStatus::Pending).map_or(0, |s| s.index as usize);
+        let done: f64 = steps.iter().map(step_fraction).sum();
+        (format!("{current}/{n}"), if n == 0 { 0.0 } else { done / n as f64 })
+    }
+
+    fn age(&self, m: &Job) -> String {
+        match parse_rfc3339_ms(&m.created_at) {
+            Some(t) if self.wall_ms > 0 => human_duration((self.wall_ms - t).max(0) as u64),
+            _ => "-".into(),
+        }
+    }
+
+    fn render_managers(&self, area: Rect, buf: &mut Buffer) {
+        let narrow = area.width < NARROW;
+        let title = format!(
+            " Managers {}-{} of {} ",
+            if self.managers.is_empty() { 0 } else { self.offset + 1 },
+            self.offset + self.managers.len() as u64,
+            self.total
+        );
+        let block = Block::default().borders(Borders::ALL).title(title);
+        if self.managers.is_empty() {
+            Paragraph::new("No managers yet. Press r to run a definition.").block(block).render(area, buf);
+            return;
+        }
+        let rows = self.managers.iter().map(|m| {
+            let (step, frac) = self.step_progress(m);
+            let status = Cell::from(Span::styled(m.status.as_str(), self.status_style(m.status)));
+            let name = Cell::from(format!("{} {}", m.id, sanitize_terminal(&m.name)));
+            let progress = Cell::from(bar(frac, 8));
+            if narrow {
+                Row::new(vec![status, name, Cell::from(step)])
+            } else {
+                let duration = m.duration_ms.map_or("-".into(), human_duration);
+                Row::new(vec![
+                    status,
+                    name,
+                    Cell::from(sanitize_terminal(&m.definition_id)),
+                    Cell::from(step),
+                    progress,
+                    Cell::from(self.age(m)),
+                    Cell::from(duration),
+                ])
+            }
+        });
+        let (header, widths): (Vec<&str>, Vec<Constraint>) = if narrow {
+            (vec!["STATUS", "NAME", "STEP"], vec![Constraint::Length(9), Constraint::Min(10), Constraint::Length(5)])
+        } else {
+            (
+                vec!["STATUS", "NAME", "DEFINITION", "STEP", "PROGRESS", "AGE", "DURATION"],
+                vec![
+                    Constraint::Length(9),
+                    Constraint::Min(16),
+                    Constraint::Length(12),
+                    Constraint::Length(5),
+                    Constraint::Length(13),
+                    Constraint::Length(7),
+                    Constraint::Length(8),
+                ],
+            )
+        };
+        let table = Table::new(rows, widths)
+            .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
+            .block(block)
+            .row_highlight_style(self.selected_style());
+        let mut state = TableState::default().with_selected(Some(self.selected));
+        StatefulWidget::render(table, area, buf, &mut state);
+    }
+
+    fn render_manager(&self, id: &str, focus: Focus, step_sel: usize, area: Rect, buf: &mut Buffer) {
+        let detail = self.details.get(id);
+        let steps = self.open_steps();
+        let steps_height = (steps.len() as u16 + 3).min(area.height / 2).max(4);
+        let [top, bottom] = Layout::vertical([Constraint::Length(steps_height), Constraint::Min(3)]).areas(area);
+
+        let title = match detail {
+            Some(d) => Line::from(vec![
+                Span::raw(format!(" {} {} ", d.id, sanitize_terminal(&d.name))),
+                Span::styled(d.status.as_str(), self.status_style(d.status)),
+                Span::raw(format!(" {} ", d.duration_ms.map_or(String::new(), human_duration))),
+            ]),
+            None => Line::raw(format!(" {id} (loading…) ")),
+        };
+        let block = Block::default().borders(Borders::ALL).title(title).border_style(if focus == Focus::Steps {
+            self.fg(Color::Cyan)
+        } else {
+            Style::default()
+        });
+        let n = steps.len();
+        let narrow = area.width < NARROW;
+        let rows = steps.iter().map(|s| {
+            let name = format!("Step {}/{n}: {}", s.index, sanitize_terminal(&s.name));
+            let status = Cell::from(Span::styled(s.status.as_str(), self.status_style(s.status)));
+            let children = children_text(&s.child_counts);
+            if narrow {
+                Row::new(vec![Cell::from(name), status])
+            } else {
+                Row::new(vec![
+                    Cell::from(name),
+                    Cell::from(s.step_type.as_str()),
+                    status,
+                    Cell::from(format!("{} {children}", bar(step_fraction(s), 10))),
+                ])
+            }
+        });
+        let widths = if narrow {
+            vec![Constraint::Min(10), Constraint::Length(9)]
+        } else {
+            vec![Constraint::Min(20), Constraint::Length(10), Constraint::Length(9), Constraint::Length(28)]
+        };
+        let table = Table::new(rows, widths).block(block).row_highlight_style(self.selected_style());
+        let mut state = TableState::default().with_selected((focus == Focus::Steps && n > 0).then_some(step_sel));
+        StatefulWidget::render(table, top, buf, &mut state);
+
+        self.render_events(focus, bottom, buf);
+    }
+
+    fn render_events(&self, focus: Focus, area: Rect, buf: &mut Buffer) {
+        let shown = self.shown_step();
+        let step = shown.as_ref().and_then(|id| self.open_steps().iter().find(|s| &s.id == id));
+        let title = match step {
+            Some(s) => format!(
+                " Events: Step {}/{}: {} (last {EVENTS_SHOWN}) ",
+                s.index,
+                self.open_steps().len(),
+                sanitize_terminal(&s.name)
+            ),
+            None => " Events ".to_string(),
+        };
+        let border = if focus == Focus::Events { self.fg(Color::Cyan) } else { Style::default() };
+        let block = Block::default().borders(Borders::ALL).title(title).border_style(border);
+        let inner = block.inner(area);
+        block.render(area, buf);
+        let Some(id) = shown else {
+            Paragraph::new("Select a step and press Enter to see its events.").render(inner, buf);
+            return;
+        };
+        let pane = self.events.get(&id);
+        let lines: Vec<Line> = match pane {
+            Some(p) if p.loaded || !p.events.is_empty() => {
+                let height = inner.height as usize;
+                let end = p.events.len().saturating_sub(p.scroll_back);
+                let start = end.saturating_sub(height);
+                p.events[start..end]
+                    .iter()
+                    .map(|e| {
+                        Line::from(vec![
+                            Span::styled(event_time(e), self.fg(Color::DarkGray)),
+                            Span::raw(" "),
+                            Span::styled(format!("{:<5}", e.level.as_str().to_uppercase()), self.level_style(e.level)),
+                            Span::raw(format!(" [{}] ", e.originator.as_str())),
+                            Span::raw(sanitize_terminal(&e.message)),
+                        ])
+                    })
+                    .collect()
+            }
+            _ => vec![Line::raw("loading…")],
+        };
+        let mut lines = lines;
+        if let Some(err) = pane.and_then(|p| p.error.as_ref()) {
+            lines.push(Line::styled(format!("error: {}", sanitize_terminal(err)), self.fg(Color::Red)));
+        }
+        if lines.is_empty() {
+            lines.push(Line::raw("no events yet"));
+        }
+        Paragraph::new(lines).render(inner, buf);
+    }
+
+    fn render_help(&self, area: Rect, buf: &mut Buffer) {
+        let popup = centered(area, 50, HELP.len() as u16 + 2);
+        Clear.render(popup, buf);
+        let lines: Vec<Line> = HELP
+            .iter()
+            .map(|(k, v)| {
+                Line::from(vec![
+                    Span::styled(format!("{k:<15}"), Style::default().add_modifier(Modifier::BOLD)),
+                    Span::raw(*v),
+                ])
+            })
+            .collect();
+        Paragraph::new(lines)
+            .block(Block::default().borders(Borders::ALL).title(" Keys (any key closes) "))
+            .render(popup, buf);
+    }
+
+    fn render_confirm(&self, action: Action, job_id: &str, area: Rect, buf: &mut Buffer) {
+        let verb = match action {
+            Action::Cancel => "Cancel",
+            Action::Delete => "Delete",
+        };
+        let popup = centered(area, 40, 3);
+        Clear.render(popup, buf);
+        Paragraph::new(format!("{verb} {}? (y/n)", sanitize_terminal(job_id)))
+            .wrap(Wrap { trim: true })
+            .block(Block::default().borders(Borders::ALL).title(" Confirm "))
+            .render(popup, buf);
+    }
+
+    fn render_picker(&self, kind: PickerKind, selected: usize, area: Rect, buf: &mut Buffer) {
+        let (title, items): (&str, Vec<String>) = match kind {
+            PickerKind::Run => (
+                " Run a definition ",
+                self.definitions
+                    .iter()
+                    .map(|d| {
+                        let mark = if d.valid { "" } else { " (invalid)" };
+                        format!("{} — {}{mark}", sanitize_terminal(&d.id), sanitize_terminal(&d.name))
+                    })
+                    .collect(),
+            ),
+            PickerKind::Filter => (
+                " Filter by status ",
+                std::iter::once("all".to_string())
+                    .chain(JobStatus::ALL.iter().map(|s| s.as_str().to_string()))
+                    .collect(),
+            ),
+        };
+        let popup = centered(area, 50, (items.len() as u16 + 2).clamp(3, 20));
+        Clear.render(popup, buf);
+        let block = Block::default().borders(Borders::ALL).title(title);
+        if items.is_empty() {
+            Paragraph::new("no definitions").block(block).render(popup, buf);
+            return;
+        }
+        let rows = items.into_iter().map(|i| Row::new(vec![Cell::from(i)]));
+        let table = Table::new(rows, [Constraint::Min(1)]).block(block).row_highlight_style(self.selected_style());
+        let mut state = TableState::default().with_selected(Some(selected));
+        StatefulWidget::render(table, popup, buf, &mut state);
+    }
+}
+
+fn step_fraction(s: &StepSummary) -> f64 {
+    if s.status.is_terminal() {
+        1.0
+    } else if s.child_counts.total > 0 {
+        s.child_counts.terminal() as f64 / s.child_counts.total as f64
+    } else {
+        0.0
+    }
+}
+
+fn children_text(c: &ChildCounts) -> String {
+    if c.total == 0 {
+        return String::new();
+    }
+    let mut s = format!("{}/{}", c.terminal(), c.total);
+    if c.failed > 0 {
+        s.push_str(&format!(" ({} failed)", c.failed));
+    }
+    s
+}
+
+/// A text gauge, so it fits in a table cell: `████░░░░░░ 40%`.
+fn bar(frac: f64, width: usize) -> String {
+    let frac = frac.clamp(0.0, 1.0);
+    let full = (frac * width as f64).round() as usize;
+    format!("{}{} {:>3}%", "█".repeat(full), "░".repeat(width - full), (frac * 100.0).round() as u32)
+}
+
+fn centered(area: Rect, width: u16, height: u16) -> Rect {
+    let w = width.min(area.width);
+    let h = height.min(area.height);
+    Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use quaero_shared::{JobsList, Stats};
+    use ratatui::Terminal;
+    use ratatui::backend::TestBackend;
+    use ratatui::crossterm::event::{KeyCode, KeyEvent};
+    use tokio::time::Instant;
+
+    use super::*;
+    use crate::app::Msg;
+    use crate::fixtures::*;
+    use crate::ws::LinkEvent;
+
+    /// 2026-11-28T13:02:05Z: two minutes and five seconds after the fixtures' managers.
+    const WALL: i64 = 1_795_870_925_000;
+
+    fn draw(app: &App, w: u16, h: u16) -> Buffer {
+        let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+        t.draw(|f| f.render_widget(app, f.area())).unwrap();
+        t.backend().buffer().clone()
+    }
+
+    fn dashboard(color: bool) -> (App, Instant) {
+        let t0 = Instant::now();
+        let mut app = App::new(color, t0);
+        app.update(Msg::Tick { wall_ms: WALL }, t0);
+        app.update(Msg::Link(LinkEvent::Connected), t0);
+        let stats = Stats {
+            total_jobs: 14,
+            pending_jobs: 1,
+            running_jobs: 4,
+            completed_jobs: 7,
+            failed_jobs: 1,
+            cancelled_jobs: 1,
+        };
+        app.update(Msg::Stats(Ok(stats)), t0);
+        let mut done = manager(2, "Docs", JobStatus::Completed);
+        done.duration_ms = Some(850);
+        let mut failed = manager(3, "Deploy \x1b[31mred\x1b[0m", JobStatus::Failed);
+        failed.definition_id = "deploy".into();
+        let list = JobsList {
+            jobs: vec![manager(1, "Nightly build", JobStatus::Running), done, failed],
+            total_count: 3,
+            limit: 50,
+            offset: 0,
+        };
+        app.update(Msg::Managers(Ok(list)), t0);
+        app.update(Msg::Manager { id: "m1".into(), result: Ok(nightly_detail()) }, t0);
+        (app, t0)
+    }
+
+    fn open_step(app: &mut App, t0: Instant, events: Vec<quaero_shared::Event>) {
+        app.update(Msg::Key(KeyEvent::from(KeyCode::Enter)), t0);
+        app.update(Msg::Manager { id: "m1".into(), result: Ok(nightly_detail()) }, t0);
+        app.update(Msg::Logs { step_id: "m1-s2".into(), result: Ok(logs("m1-s2", events)) }, t0);
+    }
+
+    #[test]
+    fn managers_table() {
+        let (app, _) = dashboard(true);
+        let s = screen(&draw(&app, 100, 12));
+        assert!(s.contains("● connected"), "{s}");
+        assert!(s.contains("running 4"), "{s}");
+        assert!(s.contains("m1 Nightly build"), "{s}");
+        // Step 2 of 3 running, step 1 done, children 3/8: (1 + 0.375) / 3 ≈ 46%.
+        assert!(s.contains("2/3"), "{s}");
+        assert!(s.contains("46%"), "{s}");
+        assert!(s.contains("2m05s"), "age from created_at: {s}");
+        insta::assert_snapshot!(s);
+    }
+
+    #[test]
+    fn open_step_with_events() {
+        let (mut app, t0) = dashboard(true);
+        let events = vec![
+            event(1, "m1-s2", Level::Info, "running 8 test shards"),
+            event(2, "m1-s2", Level::Warn, "shard 3 is slow"),
+            event(3, "m1-s2", Level::Error, "shard 5 failed: exit 1"),
+        ];
+        open_step(&mut app, t0, events);
+        let s = screen(&draw(&app, 100, 16));
+        assert!(s.contains("Step 2/3: test"), "{s}");
+        assert!(s.contains("3/8"), "child progress: {s}");
+        assert!(s.contains("13:04:03.123 ERROR [step] shard 5 failed: exit 1"), "{s}");
+        insta::assert_snapshot!(s);
+    }
+
+    #[test]
+    fn events_follow_the_tail() {
+        let (mut app, t0) = dashboard(true);
+        let events = (1..=100).map(|i| event(i, "m1-s2", Level::Info, &format!("line {i}"))).collect();
+        open_step(&mut app, t0, events);
+        let s = screen(&draw(&app, 80, 20));
+        assert!(s.contains("line 100"), "{s}");
+        assert!(!s.contains("line 1 "), "{s}");
+    }
+
+    #[test]
+    fn help_overlay() {
+        let (mut app, t0) = dashboard(true);
+        app.update(Msg::Key(KeyEvent::from(KeyCode::Char('?'))), t0);
+        let s = screen(&draw(&app, 80, 20));
+        assert!(s.contains("Keys (any key closes)"), "{s}");
+        assert!(s.contains("cancel (confirm)"), "{s}");
+        insta::assert_snapshot!(s);
+        app.update(Msg::Key(KeyEvent::from(KeyCode::Esc)), t0);
+        assert!(!screen(&draw(&app, 80, 20)).contains("Keys (any key closes)"));
+    }
+
+    #[test]
+    fn reconnecting_state() {
+        let (mut app, t0) = dashboard(true);
+        let retry_at = t0 + Duration::from_secs(4);
+        app.update(Msg::Link(LinkEvent::Disconnected { retry_at, reason: "closed".into() }), t0);
+        app.update(Msg::Tick { wall_ms: WALL }, t0 + Duration::from_millis(1500));
+        let s = screen(&draw(&app, 80, 8));
+        assert!(s.contains("● reconnecting in 3s"), "{s}");
+        insta::assert_snapshot!(s);
+    }
+
+    #[test]
+    fn escape_sequences_in_messages_are_harmless() {
+        let (mut app, t0) = dashboard(true);
+        open_step(&mut app, t0, vec![event(1, "m1-s2", Level::Info, "before\x1b[2Jafter\x1b]0;pwned\x07!")]);
+        let buf = draw(&app, 100, 16);
+        let s = screen(&buf);
+        assert!(s.contains("[step] beforeafter!"), "{s}");
+        assert!(!s.contains("pwned"), "{s}");
+        assert!(
+            buf.content().iter().all(|c| !c.symbol().chars().any(char::is_control)),
+            "a control character reached a cell"
+        );
+        // Names too: m3's name carries colour codes.
+        assert!(screen(&draw(&app_with_list(), 100, 12)).contains("Deploy red"));
+    }
+
+    fn app_with_list() -> App {
+        dashboard(true).0
+    }
+
+    #[test]
+    fn narrow_terminals_stay_readable() {
+        let (app, _) = dashboard(true);
+        let s = screen(&draw(&app, 40, 12));
+        assert!(s.contains("running"), "{s}");
+        assert!(s.contains("m1 Nightly"), "{s}");
+        insta::assert_snapshot!(s);
+    }
+
+    #[test]
+    fn no_color_means_no_colour() {
+        let (mut app, t0) = dashboard(false);
+        open_step(&mut app, t0, vec![event(1, "m1-s2", Level::Error, "boom")]);
+        let buf = draw(&app, 100, 16);
+        assert!(buf.content().iter().all(|c| c.fg == Color::Reset && c.bg == Color::Reset));
+        let (mut app, t0) = dashboard(true);
+        open_step(&mut app, t0, vec![event(1, "m1-s2", Level::Error, "boom")]);
+        assert!(draw(&app, 100, 16).content().iter().any(|c| c.fg == Color::Red));
+    }
+}

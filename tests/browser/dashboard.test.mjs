@@ -1,0 +1,482 @@
+// Browser test of the dashboard: the real quaerod binary and Debian's headless Chromium,
+// driven through playwright-core. Run with `node --test tests/browser/` after
+// `npm ci --prefix tests/browser` and `cargo build -p quaerod`.
+//
+// Env: QUAERO_BIN (default target/debug/quaerod, relative to the repo root), CHROMIUM
+// (default /usr/bin/chromium), QUAERO_PAGES_FROM_DISK=1 to serve /assets/ from pages/ in the
+// working tree instead of the copy embedded in the binary (for working on the page without
+// rebuilding; queue.html itself still comes from the binary, because Chromium's local network
+// access checks block a routed document from opening the WebSocket to 127.0.0.1).
+// The screenshot goes to tests/browser/artifacts/ (git-ignored).
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, mkdir, writeFile, readFile, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+const REPO = path.resolve(HERE, '..', '..');
+const BIN = path.resolve(REPO, process.env.QUAERO_BIN || 'target/debug/quaerod');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+const ARTIFACTS = path.join(HERE, 'artifacts');
+const CHROMIUM_ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+
+const XSS_NAME = '<b>bold</b><img src=x onerror=alert(2)>';
+const DEFINITIONS = {
+  // Two steps so that the second is still pending (no events) while the first runs.
+  'demo.toml': `
+id = "demo"
+name = "Demo run"
+description = "300 events, then a short tail"
+[[steps]]
+name = "emit"
+type = "emit"
+description = "emits 300 events, 10 ms apart"
+[steps.config]
+count = 300
+interval_ms = 10
+message = "event {i} of {n}"
+[[steps]]
+name = "tail"
+type = "emit"
+[steps.config]
+count = 3
+interval_ms = 10
+message = "tail {i} of {n}"
+`,
+  'xss.toml': `
+id = "xss"
+name = "${XSS_NAME}"
+[[steps]]
+name = "inject"
+type = "emit"
+[steps.config]
+count = 20
+interval_ms = 20
+message = "<img src=x onerror=alert(1)> {i}"
+`,
+  'slow.toml': `
+id = "slow"
+name = "Slow"
+[[steps]]
+name = "crawl"
+type = "emit"
+[steps.config]
+count = 2000
+interval_ms = 20
+message = "tick {i}"
+`,
+  'boom.toml': `
+id = "boom"
+name = "Boom"
+[[steps]]
+name = "explode"
+type = "emit"
+[steps.config]
+count = 10
+interval_ms = 20
+message = "boom {i} of {n}"
+fail = true
+`,
+};
+
+// ------------------------------------------------------------------ the daemon
+
+async function startDaemon(dir, extraArgs = [], port = 0) {
+  assert.ok(existsSync(BIN), `quaerod binary not found at ${BIN}: run \`cargo build -p quaerod\` or set QUAERO_BIN`);
+  const args = ['--port', String(port), '--data', path.join(dir, 'data'), '--definitions', path.join(dir, 'jobs'),
+    '--time-threshold', '250ms', ...extraArgs];
+  const proc = spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  const url = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`quaerod printed no address within 30 s:\n${output}`)), 30_000);
+    const onData = (chunk) => {
+      output += chunk;
+      const m = /quaerod listening on (http:\/\/[^\s()]+)/.exec(output);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1].replace(/\/$/, ''));
+      }
+    };
+    proc.stdout.setEncoding('utf8').on('data', onData);
+    proc.stderr.setEncoding('utf8').on('data', (c) => { output += c; });
+    proc.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`quaerod exited with ${code} before listening:\n${output}`));
+    });
+  });
+  return {
+    url,
+    proc,
+    output: () => output,
+    async stop() {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      const exited = new Promise((r) => proc.once('exit', r));
+      proc.kill('SIGTERM');
+      const t = setTimeout(() => proc.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(t);
+    },
+  };
+}
+
+async function getJSON(base, p, token) {
+  const res = await fetch(base + p, { headers: token ? { Authorization: `Bearer ${token}` } : {} });
+  assert.equal(res.status, 200, `GET ${p}: ${res.status} ${await res.clone().text()}`);
+  return res.json();
+}
+
+async function postJSON(base, p) {
+  const res = await fetch(base + p, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: '{}' });
+  assert.ok(res.ok, `POST ${p}: ${res.status} ${await res.clone().text()}`);
+  return res.json();
+}
+
+// ------------------------------------------------------------------ shared state
+
+let dir;
+let daemon;
+let browser;
+let page;
+const dialogs = [];
+const pageErrors = [];
+const finishedFrames = []; // {step, t}
+const logRequests = []; // {step, t}
+const overlaps = []; // a logs fetch that started while another for the same step was in flight
+
+before(async () => {
+  dir = await mkdtemp(path.join(os.tmpdir(), 'quaero-browser-'));
+  await mkdir(path.join(dir, 'jobs'));
+  for (const [name, text] of Object.entries(DEFINITIONS)) await writeFile(path.join(dir, 'jobs', name), text);
+  daemon = await startDaemon(dir);
+  assert.ok(existsSync(CHROMIUM), `${CHROMIUM} not found: apt-get install -y chromium`);
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
+  page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+  await watch(page);
+});
+
+after(async () => {
+  if (browser) await browser.close();
+  if (daemon) await daemon.stop();
+  if (dir) await rm(dir, { recursive: true, force: true });
+});
+
+async function watch(p) {
+  if (process.env.QUAERO_PAGES_FROM_DISK === '1') {
+    const types = { html: 'text/html', js: 'text/javascript', css: 'text/css', svg: 'image/svg+xml' };
+    await p.route(/\/assets\/.+$/, async (route) => {
+      const rel = new URL(route.request().url()).pathname.replace(/^\/assets\//, '');
+      const file = path.join(REPO, 'pages', rel);
+      if (!file.startsWith(path.join(REPO, 'pages'))) return route.abort();
+      const body = await readFile(file).catch(() => null);
+      if (!body) return route.fulfill({ status: 404, body: '{"error":"no such file"}' });
+      route.fulfill({ status: 200, body, contentType: types[rel.split('.').pop()] || 'application/octet-stream' });
+    });
+  }
+  p.on('dialog', (d) => {
+    dialogs.push(d.message());
+    d.dismiss().catch(() => {});
+  });
+  p.on('pageerror', (e) => pageErrors.push(e.message));
+  const inFlight = new Map();
+  const stepOf = (r) => {
+    const m = /\/api\/jobs\/([^/?]+)\/logs/.exec(r.url());
+    return m && decodeURIComponent(m[1]);
+  };
+  p.on('request', (r) => {
+    const step = stepOf(r);
+    if (!step) return;
+    logRequests.push({ step, t: performance.now() });
+    if (inFlight.get(step)) overlaps.push(step);
+    inFlight.set(step, (inFlight.get(step) || 0) + 1);
+  });
+  const done = (r) => {
+    const step = stepOf(r);
+    if (step) inFlight.set(step, inFlight.get(step) - 1);
+  };
+  p.on('requestfinished', done);
+  p.on('requestfailed', done);
+  p.on('websocket', (ws) => {
+    ws.on('framereceived', (f) => {
+      let msg;
+      try {
+        msg = JSON.parse(f.payload);
+      } catch {
+        return;
+      }
+      if (msg.type === 'refresh_step_events' && msg.payload.finished) {
+        for (const step of msg.payload.step_ids) finishedFrames.push({ step, t: performance.now() });
+      }
+    });
+  });
+}
+
+// ------------------------------------------------------------------ page helpers
+
+const card = (id) => page.locator(`[data-manager="${id}"]`);
+const stepEl = (id) => page.locator(`[data-step="${id}"]`);
+const log = (id) => page.locator(`[data-log="${id}"]`);
+
+function waitStatus(id, status, timeout = 30_000) {
+  return page.waitForFunction(([id, status]) => {
+    const b = document.querySelector(`[data-manager="${id}"] .badge`);
+    return b && b.dataset.status === status;
+  }, [id, status], { timeout, polling: 'raf' });
+}
+
+// Waits until the panel shows exactly the events the API returns for the step now.
+async function waitPanelMatchesApi(stepId, timeout = 5000) {
+  const api = await getJSON(daemon.url, `/api/jobs/${stepId}/logs?limit=100&order=asc`);
+  const want = api.logs.map((e) => String(e.seq));
+  await page.waitForFunction(([stepId, want]) => {
+    const rows = [...document.querySelectorAll(`[data-log="${stepId}"] .ev`)].map((r) => r.dataset.seq);
+    return rows.length === want.length && rows.every((s, i) => s === want[i]);
+  }, [stepId, want], { timeout, polling: 100 }).catch(async (e) => {
+    const rows = await log(stepId).locator('.ev').count();
+    throw new Error(`panel of ${stepId} shows ${rows} rows, API has ${want.length} (last seq ${want.at(-1)}): ${e.message}`);
+  });
+  return api.logs;
+}
+
+async function runFromPage(defId) {
+  const [resp] = await Promise.all([
+    page.waitForResponse((r) => r.url().endsWith(`/api/job-definitions/${defId}/execute`)),
+    page.locator(`[data-definition="${defId}"] button.run`).click(),
+  ]);
+  assert.equal(resp.status(), 202, `execute ${defId}`);
+  const { job_id: id } = await resp.json();
+  assert.match(id, /^m\d+$/);
+  return id;
+}
+
+async function confirmModal(expectText) {
+  const modal = page.locator('.modal');
+  await modal.waitFor({ timeout: 3000 });
+  const text = await modal.textContent();
+  for (const t of expectText) assert.ok(text.includes(t), `confirmation says ${JSON.stringify(t)}: ${text}`);
+  await modal.locator('button.danger').click();
+  await modal.waitFor({ state: 'detached', timeout: 3000 });
+}
+
+async function stepIds(managerId) {
+  const job = await getJSON(daemon.url, `/api/jobs/${managerId}`);
+  assert.ok(Array.isArray(job.steps), 'a started manager lists its steps');
+  return job.steps.map((s) => s.id);
+}
+
+// ------------------------------------------------------------------ tests
+
+let demoId;
+let demoSteps;
+
+test('the page loads, connects and lists the definitions', { timeout: 30_000 }, async () => {
+  const res = await page.goto(`${daemon.url}/`);
+  assert.ok(res.ok(), `GET / → ${res.status()}`);
+  assert.ok(page.url().endsWith('/queue'), `/ redirects to /queue, got ${page.url()}`);
+  await page.locator('.conn-live').waitFor({ timeout: 10_000 });
+  for (const id of ['demo', 'xss', 'boom', 'slow']) await page.locator(`[data-definition="${id}"]`).waitFor();
+  await page.waitForFunction(() => document.querySelector('[data-stat="total"] .stat-value')?.textContent === '0');
+});
+
+test('a run started from the page goes running → completed, live', { timeout: 60_000 }, async () => {
+  demoId = await runFromPage('demo');
+  await card(demoId).waitFor();
+  await waitStatus(demoId, 'running', 10_000);
+  demoSteps = await stepIds(demoId);
+  assert.equal(demoSteps.length, 2);
+  const [s1, s2] = demoSteps;
+
+  // The running step's panel opens by itself and fills while the step runs.
+  await log(s1).waitFor({ state: 'visible', timeout: 5000 });
+  await stepEl(s1).locator('.s-title').filter({ hasText: 'Step 1/2: emit' }).waitFor();
+  await page.waitForFunction((s) => document.querySelectorAll(`[data-log="${s}"] .ev`).length > 5, s1, { timeout: 5000 });
+  const midRun = await page.locator(`[data-manager="${demoId}"] .badge`).getAttribute('data-status');
+  assert.equal(midRun, 'running', 'events showed while the run was still going');
+
+  // The pending second step has nothing yet.
+  await stepEl(s2).locator('.ev-toggle').click();
+  await log(s2).getByText('No events yet for this step.').waitFor({ timeout: 3000 });
+
+  await waitStatus(demoId, 'completed', 30_000);
+  await stepEl(s1).locator('.st-icon').filter({ hasText: '✓' }).waitFor();
+});
+
+test('a finished trigger shows the final events without a reload', { timeout: 30_000 }, async () => {
+  const [s1, s2] = demoSteps;
+  for (const s of [s1, s2]) {
+    const events = await waitPanelMatchesApi(s);
+    const lastRow = await log(s).locator('.ev-msg').last().textContent();
+    assert.equal(lastRow, events.at(-1).message);
+    const fin = finishedFrames.find((f) => f.step === s);
+    assert.ok(fin, `a finished trigger named ${s}`);
+    assert.ok(logRequests.some((r) => r.step === s && r.t >= fin.t), `the page fetched ${s}'s events after its finished trigger`);
+  }
+  await log(s1).locator('.ev-msg', { hasText: /^event 300 of 300$/ }).waitFor({ timeout: 1000 });
+  await log(s2).locator('.ev-msg', { hasText: /^tail 3 of 3$/ }).waitFor({ timeout: 1000 });
+  // While the step ran, triggers came every 250 ms; the page fetched at most once per 500 ms
+  // (plus the fetch on opening and the one for the finished trigger), never two at once.
+  const fin = finishedFrames.find((f) => f.step === s1).t;
+  const during = logRequests.filter((r) => r.step === s1 && r.t < fin);
+  const span = during.at(-1).t - during[0].t;
+  assert.ok(during.length >= 3, `the open panel refreshed while the step ran (${during.length} fetches)`);
+  assert.ok(during.length <= Math.floor(span / 500) + 2, `${during.length} fetches in ${Math.round(span)} ms`);
+  assert.deepEqual(overlaps, [], 'never two fetches in flight for one step');
+  // Followed the tail: the panel is scrolled to the bottom.
+  const gap = await log(s1).evaluate((el) => el.scrollHeight - el.scrollTop - el.clientHeight);
+  assert.ok(gap < 8, `panel scrolled to the bottom (gap ${gap}px)`);
+});
+
+test('opening a step after a reload loads its events on demand', { timeout: 30_000 }, async () => {
+  const [s1] = demoSteps;
+  await page.reload();
+  await card(demoId).waitFor();
+  await waitStatus(demoId, 'completed');
+  await card(demoId).locator('.caret').click();
+  await stepEl(s1).waitFor();
+  assert.equal(await log(s1).isVisible(), false, 'a completed step stays closed');
+  const before = logRequests.filter((r) => r.step === s1).length;
+  await stepEl(s1).locator('.ev-toggle').click();
+  const events = await waitPanelMatchesApi(s1);
+  assert.ok(logRequests.filter((r) => r.step === s1).length > before, 'opening fetched the events');
+  assert.equal(await log(s1).locator('.ev-msg').last().textContent(), events.at(-1).message);
+  await log(s1).locator('.ev-msg', { hasText: /^event 300 of 300$/ }).waitFor({ timeout: 1000 });
+  // HH:MM:SS.mmm, a coloured level tag and the originator.
+  const first = log(s1).locator('.ev').first();
+  assert.match(await first.locator('.ev-time').textContent(), /^\d\d:\d\d:\d\d\.\d{3}$/);
+  assert.match(await first.locator('.ev-lvl').textContent(), /^(DEBUG|INFO|WARN|ERROR)$/);
+  assert.match(await first.locator('.ev-orig').textContent(), /^\[(manager|step|worker)\]$/);
+});
+
+test('event messages and job names render as text', { timeout: 60_000 }, async () => {
+  const id = await runFromPage('xss');
+  await card(id).waitFor();
+  await waitStatus(id, 'completed', 30_000);
+  const [s1] = await stepIds(id);
+  await waitPanelMatchesApi(s1);
+  await log(s1).locator('.ev-msg', { hasText: /^<img src=x onerror=alert\(1\)> 20$/ }).waitFor({ timeout: 1000 });
+  assert.equal(await card(id).locator('.m-name').textContent(), XSS_NAME);
+  assert.equal(await page.locator('#managers img, #defs img, #managers b').count(), 0, 'no markup from data in the DOM');
+  await page.waitForTimeout(300); // an onerror handler would have fired by now
+  assert.deepEqual(dialogs, [], 'no dialog fired');
+});
+
+test('a failed step opens its events panel by itself', { timeout: 60_000 }, async () => {
+  // Started behind the page's back: the page learns about it over the WebSocket.
+  const { job_id: id } = await postJSON(daemon.url, '/api/job-definitions/boom/execute');
+  await card(id).waitFor({ timeout: 10_000 });
+  await waitStatus(id, 'failed', 30_000);
+  const [s1] = await stepIds(id);
+  await log(s1).waitFor({ state: 'visible', timeout: 5000 });
+  await waitPanelMatchesApi(s1);
+  await log(s1).locator('.ev-msg', { hasText: /^boom 10 of 10$/ }).waitFor({ timeout: 1000 });
+
+  // And after a reload: expanding the failed manager opens the failed step without a click.
+  await page.reload();
+  await waitStatus(id, 'failed');
+  await card(id).locator('.caret').click();
+  await log(s1).waitFor({ state: 'visible', timeout: 5000 });
+  await waitPanelMatchesApi(s1);
+  assert.equal(await stepEl(s1).getAttribute('data-status'), 'failed');
+
+  // A tidy full view for the screenshot: the demo run expanded too.
+  await card(demoId).locator('.caret').click();
+  await stepEl(demoSteps[0]).locator('.ev-toggle').click();
+  await waitPanelMatchesApi(demoSteps[0]);
+  await mkdir(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: path.join(ARTIFACTS, 'dashboard.png'), fullPage: true });
+});
+
+test('the status filter is remembered across reloads', { timeout: 30_000 }, async () => {
+  const api = await getJSON(daemon.url, '/api/jobs?parent_id=root&limit=50');
+  const ids = api.jobs.map((j) => j.id);
+  assert.deepEqual(ids, [...ids].sort((a, b) => Number(b.slice(1)) - Number(a.slice(1))), 'the API lists managers newest first');
+  const shown = () => page.locator('[data-manager]').evaluateAll((els) => els.map((e) => e.dataset.manager));
+  assert.deepEqual(await shown(), ids, 'the page shows them in that order');
+
+  await page.locator('.chip[data-filter="failed"]').click();
+  await page.waitForFunction(() => [...document.querySelectorAll('[data-manager] .badge')].every((b) => b.dataset.status === 'failed'));
+  await page.reload();
+  await page.locator('.chip[data-filter="failed"].on').waitFor();
+  await page.locator('[data-manager]').first().waitFor();
+  const statuses = await page.locator('[data-manager] .badge').evaluateAll((els) => els.map((e) => e.dataset.status));
+  assert.ok(statuses.length >= 1 && statuses.every((s) => s === 'failed'), `only failed managers after a reload: ${statuses}`);
+  await page.locator('.chip[data-filter=""]').click();
+  await card(demoId).waitFor();
+});
+
+test('cancel and rerun from the card, each cancel confirmed', { timeout: 60_000 }, async () => {
+  const id = await runFromPage('slow');
+  await waitStatus(id, 'running', 10_000);
+  await card(id).locator('[data-action="cancel"]').click();
+  await confirmModal(['Cancel', id]);
+  await waitStatus(id, 'cancelled', 10_000);
+
+  const [resp] = await Promise.all([
+    page.waitForResponse((r) => r.url().endsWith(`/api/jobs/${id}/rerun`)),
+    card(id).locator('[data-action="rerun"]').click(),
+  ]);
+  assert.equal(resp.status(), 201);
+  const { new_job_id: again } = await resp.json();
+  await waitStatus(again, 'running', 10_000);
+  await card(again).locator('[data-action="cancel"]').click();
+  await confirmModal([again]);
+  await waitStatus(again, 'cancelled', 10_000);
+});
+
+test('bulk delete states the cascade and removes the runs', { timeout: 30_000 }, async () => {
+  const victims = (await getJSON(daemon.url, '/api/jobs?parent_id=root&status=cancelled')).jobs.map((j) => j.id);
+  assert.equal(victims.length, 2);
+  for (const id of victims) await card(id).locator('input[type=checkbox]').check();
+  await page.locator('[data-action="bulk-delete"]', { hasText: 'Delete selected (2)' }).click();
+  await confirmModal(['Delete 2 managers', ...victims, 'steps', 'child jobs', 'event']);
+  for (const id of victims) await card(id).waitFor({ state: 'detached', timeout: 5000 });
+  await page.locator('.notice', { hasText: /Deleted 2 managers: \d+ jobs, \d+ events/ }).waitFor({ timeout: 3000 });
+  const left = (await getJSON(daemon.url, '/api/jobs?parent_id=root')).jobs.map((j) => j.id);
+  for (const id of victims) assert.ok(!left.includes(id), `${id} is gone from the API`);
+  await card(demoId).waitFor();
+});
+
+test('the page reconnects after the daemon restarts', { timeout: 60_000 }, async () => {
+  const port = new URL(daemon.url).port;
+  await daemon.stop();
+  await page.locator('.conn-down').waitFor({ timeout: 10_000 });
+  daemon = await startDaemon(dir, [], port);
+  await page.locator('.conn-live').waitFor({ timeout: 15_000 });
+  // Refetched what it shows: the list still has the demo run.
+  await waitStatus(demoId, 'completed');
+  assert.deepEqual(pageErrors, [], 'no uncaught errors in the page');
+});
+
+test('with an auth token the page asks for it once per tab', { timeout: 60_000 }, async () => {
+  const authDir = await mkdtemp(path.join(os.tmpdir(), 'quaero-browser-auth-'));
+  await mkdir(path.join(authDir, 'jobs'));
+  await writeFile(path.join(authDir, 'jobs', 'demo.toml'), DEFINITIONS['demo.toml']);
+  const secured = await startDaemon(authDir, ['--auth-token', 's3cret-token']);
+  const p = await browser.newPage();
+  try {
+    await watch(p);
+    await p.goto(`${secured.url}/queue`);
+    const form = p.locator('[data-testid="token-form"]');
+    await form.waitFor({ timeout: 10_000 });
+    await form.locator('input').fill('s3cret-token');
+    await form.locator('button[type=submit]').click();
+    await p.locator('[data-definition="demo"]').waitFor({ timeout: 10_000 });
+    await p.locator('.conn-live').waitFor({ timeout: 10_000 });
+    assert.equal(await p.evaluate(() => sessionStorage.getItem('quaero.token')), 's3cret-token');
+    await p.reload();
+    await p.locator('[data-definition="demo"]').waitFor({ timeout: 10_000 });
+    assert.equal(await p.locator('[data-testid="token-form"]').count(), 0, 'no second prompt in the same tab');
+  } finally {
+    await p.close();
+    await secured.stop();
+    await rm(authDir, { recursive: true, force: true });
+  }
+});
