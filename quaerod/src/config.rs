@@ -45,6 +45,20 @@ pub struct Cli {
     /// [server] auth_token: require `Authorization: Bearer <token>`.
     #[arg(long, value_name = "T")]
     pub auth_token: Option<String>,
+    /// [storage] max_events_per_job: a job keeps at most this many events (0 = no limit).
+    #[arg(long, value_name = "N")]
+    pub max_events_per_job: Option<String>,
+    /// [storage] retention: finished managers older than this are deleted ("off" keeps all).
+    #[arg(long, value_name = "DUR")]
+    pub retention: Option<String>,
+    /// If the data directory cannot be opened, move it aside (renamed with a timestamp)
+    /// and start with an empty one. Nothing is deleted.
+    #[arg(long)]
+    pub recover: bool,
+    /// Validate the configuration and the definitions directory, print what was found,
+    /// and exit: 0 when everything is valid, 2 otherwise.
+    #[arg(long)]
+    pub check_config: bool,
     /// Log filter for the daemon's own logs (e.g. info, debug, quaerod=trace); env QUAERO_LOG.
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
@@ -79,6 +93,11 @@ pub struct Config {
     pub time_threshold: Duration,
     pub mode: WsMode,
     pub definitions_dir: PathBuf,
+    pub max_events_per_job: u64,
+    /// None = keep finished managers forever.
+    pub retention: Option<Duration>,
+    /// `--recover`: move an unreadable data directory aside and start empty.
+    pub recover: bool,
 }
 
 impl Default for Config {
@@ -107,6 +126,8 @@ const KEYS: &[(&str, &str)] = &[
     ("websocket.time_threshold", "1s"),
     ("websocket.mode", "trigger"),
     ("jobs.definitions_dir", "./jobs"),
+    ("storage.max_events_per_job", "100000"),
+    ("storage.retention", "7d"),
 ];
 
 /// A raw value and where it came from, for error messages.
@@ -152,7 +173,7 @@ impl Config {
                 layers.insert(key, (v.clone(), var));
             }
         }
-        let flags: [(&str, &Option<String>, &str); 8] = [
+        let flags: [(&str, &Option<String>, &str); 10] = [
             ("server.host", &cli.host, "--host"),
             ("server.port", &cli.port, "--port"),
             ("storage.path", &cli.data, "--data"),
@@ -161,6 +182,8 @@ impl Config {
             ("websocket.time_threshold", &cli.time_threshold, "--time-threshold"),
             ("websocket.mode", &cli.mode, "--mode"),
             ("server.auth_token", &cli.auth_token, "--auth-token"),
+            ("storage.max_events_per_job", &cli.max_events_per_job, "--max-events-per-job"),
+            ("storage.retention", &cli.retention, "--retention"),
         ];
         for (key, v, flag) in flags {
             if let Some(v) = v {
@@ -168,7 +191,9 @@ impl Config {
                 layers.insert(key, (v.clone(), flag.to_string()));
             }
         }
-        Self::from_layers(&layers)
+        let mut config = Self::from_layers(&layers)?;
+        config.recover = cli.recover;
+        Ok(config)
     }
 
     fn from_layers(layers: &Layers) -> Result<Config, ConfigError> {
@@ -229,7 +254,33 @@ impl Config {
         let definitions_dir = parse("jobs.definitions_dir", get("jobs.definitions_dir"), |s| {
             if s.is_empty() { Err("must not be empty".into()) } else { Ok(PathBuf::from(s)) }
         })?;
-        Ok(Config { host, port, auth_token, storage_path, concurrency, time_threshold, mode, definitions_dir })
+        let max_events_per_job = parse("storage.max_events_per_job", get("storage.max_events_per_job"), |s| {
+            s.parse::<u64>().map_err(|_| format!("{s:?} is not a number of events (0 = no limit)"))
+        })?;
+        let retention = parse("storage.retention", get("storage.retention"), |s| {
+            if s == "off" {
+                return Ok(None);
+            }
+            let d = humantime::parse_duration(s)
+                .map_err(|e| format!("{s:?} is not a duration like \"7d\" or \"12h\" (or \"off\"): {e}"))?;
+            if d < Duration::from_secs(1) {
+                return Err(format!("{s:?} is below the minimum of 1s"));
+            }
+            Ok(Some(d))
+        })?;
+        Ok(Config {
+            host,
+            port,
+            auth_token,
+            storage_path,
+            concurrency,
+            time_threshold,
+            mode,
+            definitions_dir,
+            max_events_per_job,
+            retention,
+            recover: false,
+        })
     }
 }
 
@@ -252,6 +303,13 @@ mod tests {
         assert_eq!(c.mode, WsMode::Trigger);
         assert_eq!(c.storage_path, PathBuf::from("./quaero-data"));
         assert_eq!(c.definitions_dir, PathBuf::from("./jobs"));
+        assert_eq!(c.max_events_per_job, 100_000);
+        assert_eq!(c.retention, Some(Duration::from_secs(7 * 24 * 3600)));
+        assert_eq!(load(&["--retention", "off"], &[]).unwrap().retention, None);
+        let e = load(&[], &[("QUAERO_STORAGE_RETENTION", "forever")]).unwrap_err().to_string();
+        assert!(e.contains("storage.retention") && e.contains("QUAERO_STORAGE_RETENTION"), "{e}");
+        let e = load(&["--max-events-per-job", "-1"], &[]).unwrap_err().to_string();
+        assert!(e.contains("storage.max_events_per_job") && e.contains("--max-events-per-job"), "{e}");
     }
 
     #[test]

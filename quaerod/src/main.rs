@@ -24,12 +24,18 @@ fn init_logging(cli: &Cli) {
     }
 }
 
-async fn shutdown_signal() {
+/// Installs the SIGINT/SIGTERM handlers now (before the start line is printed, so that a
+/// signal sent as soon as the daemon says it listens is a graceful stop) and resolves when
+/// one arrives.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    async move {
+        tokio::select! {
+            _ = int.recv() => {}
+            _ = term.recv() => {}
+        }
     }
 }
 
@@ -62,12 +68,13 @@ fn main() -> ExitCode {
                 return ExitCode::from(2);
             }
         };
+        let shutdown = shutdown_signal();
         let url = format!("http://{}", server.addr);
         println!("quaerod listening on {url} (dashboard: {url}/queue)");
         if server.resumed() > 0 {
             tracing::info!(jobs = server.resumed(), "resumed jobs interrupted by the last stop");
         }
-        server.run(shutdown_signal()).await;
+        server.run(shutdown).await;
         ExitCode::SUCCESS
     })
 }

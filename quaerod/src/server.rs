@@ -14,7 +14,7 @@ use warp::Filter;
 use crate::aggregator::Aggregator;
 use crate::config::Config;
 use crate::engine::Engine;
-use crate::store::{OpenError, Store};
+use crate::store::{OpenError, Store, StoreOptions};
 
 /// How long running jobs get to stop at shutdown (the whole exit stays under 10 s).
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(7);
@@ -26,6 +26,12 @@ pub enum StartError {
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("--recover could not move {path} aside: {source}")]
+    Recover {
+        path: String,
         #[source]
         source: std::io::Error,
     },
@@ -43,7 +49,23 @@ pub struct Server {
 impl Server {
     pub async fn start(config: Config) -> Result<Server, StartError> {
         let aggregator = Aggregator::new(config.time_threshold, config.mode);
-        let store = Store::open(&config.storage_path, aggregator.clone())?;
+        let opts = StoreOptions { max_events_per_job: config.max_events_per_job };
+        let store = match Store::open_with(&config.storage_path, aggregator.clone(), opts) {
+            Ok(s) => s,
+            Err(e) if config.recover && config.storage_path.exists() => {
+                let aside = move_aside(&config.storage_path).map_err(|source| StartError::Recover {
+                    path: config.storage_path.display().to_string(),
+                    source,
+                })?;
+                tracing::warn!(error = %e, moved_to = %aside.display(), "--recover: moved the unreadable data directory aside; starting empty");
+                eprintln!(
+                    "quaerod: {e}\nquaerod: --recover: moved it to {} and starting with an empty data directory",
+                    aside.display()
+                );
+                Store::open_with(&config.storage_path, aggregator.clone(), opts)?
+            }
+            Err(e) => return Err(e.into()),
+        };
         {
             let s = store.clone();
             aggregator.set_stats_source(move || s.stats());
@@ -67,6 +89,9 @@ impl Server {
         let token = engine.config.auth_token.clone().map(Arc::<str>::from);
         let stop = CancellationToken::new();
         tokio::spawn(engine.aggregator.clone().run(stop.clone()));
+        if let Some(retention) = engine.config.retention {
+            tokio::spawn(retention_task(engine.clone(), retention, stop.clone()));
+        }
 
         let routes = crate::api::filters::api(engine.clone(), token.clone())
             .or(crate::ws::route(engine.aggregator.clone(), token))
@@ -86,4 +111,36 @@ impl Server {
             tracing::warn!("open connections did not close in time");
         }
     }
+}
+
+/// Deletes finished managers older than `retention`, checking every tenth of it (between
+/// 1 s and 10 min).
+async fn retention_task(engine: Arc<Engine>, retention: Duration, stop: CancellationToken) {
+    let every = (retention / 10).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = engine.sweep_retention(retention).await {
+            tracing::warn!(error = %e, "retention sweep failed");
+        }
+    }
+}
+
+/// Renames a data directory to `<name>.broken-<UTC timestamp>` beside it; returns the new
+/// path. Never deletes anything.
+fn move_aside(path: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
+    let stamp = crate::time::rfc3339(crate::time::now_ms()).replace([':', '-'], "").replace('.', "-");
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "quaero-data".into());
+    let mut aside = path.with_file_name(format!("{name}.broken-{stamp}"));
+    let mut i = 1;
+    while aside.exists() {
+        aside = path.with_file_name(format!("{name}.broken-{stamp}-{i}"));
+        i += 1;
+    }
+    std::fs::rename(path, &aside)?;
+    Ok(aside)
 }

@@ -446,6 +446,28 @@ impl Engine {
         Ok(self.store.delete_manager(path.manager).await?)
     }
 
+    /// Deletes finished managers (with their steps, children and events) that finished
+    /// longer than `retention` ago; returns how many. Managers still live are kept.
+    pub async fn sweep_retention(&self, retention: std::time::Duration) -> Result<usize> {
+        let cutoff = now_ms() - retention.as_millis() as i64;
+        let mut old = Vec::new();
+        self.store.for_each_manager_desc(|m| {
+            if m.status.is_terminal() && m.finished_ms.is_some_and(|f| f < cutoff) {
+                old.push(m.num);
+            }
+            true
+        })?;
+        let mut n = 0;
+        for num in old {
+            if self.live(num).is_none() {
+                let (jobs, events) = self.store.delete_manager(num).await?;
+                tracing::info!(manager = %JobPath::manager(num), jobs, events, "retention: deleted a finished manager");
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
     pub async fn rerun(self: &Arc<Self>, id: &str) -> Result<String> {
         let (path, m) = self.resolve(id)?;
         if path.kind() != JobKind::Manager {

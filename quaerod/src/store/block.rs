@@ -123,6 +123,30 @@ pub fn decode_block(block: &[u8], step: u32, filter: &Filter) -> Vec<RawEvent> {
     records(block).filter(|b| filter.keeps(b)).map(|b| decode(b, step)).collect()
 }
 
+/// Per child (0 = the step or manager itself): how many records a block holds.
+pub fn count_by_child(block: &[u8], into: &mut impl FnMut(u32)) {
+    for b in records(block) {
+        into(child_of(b));
+    }
+}
+
+/// Drops up to `n` of the oldest records of `child` (0 = the scope's own records) from a
+/// block; returns the rewritten block and how many were dropped.
+pub fn drop_oldest(block: &[u8], child: u32, mut n: u64) -> (Vec<u8>, u64) {
+    let mut out = Vec::with_capacity(block.len());
+    let mut dropped = 0;
+    for b in records(block) {
+        if n > 0 && child_of(b) == child {
+            n -= 1;
+            dropped += 1;
+            continue;
+        }
+        out.extend_from_slice(&(b.len() as u32).to_le_bytes());
+        out.extend_from_slice(b);
+    }
+    (out, dropped)
+}
+
 /// Number of records in a block.
 pub fn count(block: &[u8]) -> u64 {
     records(block).count() as u64
@@ -136,6 +160,7 @@ pub fn last_seq(block: &[u8], filter: &Filter) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     #[test]
     fn round_trip_and_filters() {
@@ -155,6 +180,12 @@ mod tests {
         let f = Filter { after: 5, ..Default::default() };
         assert_eq!(last_seq(&buf, &f), Some(9));
         assert_eq!(count(&buf), 3);
+        let (rest, n) = drop_oldest(&buf, 3, 5);
+        assert_eq!(n, 1);
+        assert_eq!(decode_block(&rest, 2, &Filter::default()).iter().map(|e| e.seq).collect::<Vec<_>>(), [5, 9]);
+        let mut per = HashMap::new();
+        count_by_child(&buf, &mut |c| *per.entry(c).or_insert(0) += 1);
+        assert_eq!(per, HashMap::from([(0, 1), (3, 1), (4, 1)]));
         // A truncated block yields the whole records before the damage.
         assert_eq!(count(&buf[..buf.len() - 3]), 2);
     }

@@ -30,6 +30,9 @@ pub use writer::{CommitListener, Committed};
 
 /// Events of one block at most; a reader decodes at most two blocks to serve a small read.
 pub const BLOCK_EVENTS: usize = 512;
+/// Written once when a data directory is created; checked at every open.
+const FORMAT_KEY: &str = "format";
+const FORMAT: &str = "quaero-store-1";
 /// How far ahead counters are reserved; one durable write per this many numbers.
 const SEQ_RESERVE: u64 = 100_000;
 const MANAGER_RESERVE: u64 = 1_000;
@@ -200,21 +203,49 @@ struct Inner {
 /// Why the store could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum OpenError {
-    #[error("cannot open the data directory {path}: {source}")]
+    #[error(
+        "cannot open the data directory {path}: {source} (nothing was deleted; start with --recover to move it aside and begin empty)"
+    )]
     Sled {
         path: String,
         #[source]
         source: sled::Error,
     },
-    #[error("data directory {path} holds a record that cannot be read ({detail})")]
+    #[error(
+        "data directory {path} holds a record that cannot be read ({detail}) (nothing was deleted; start with --recover to move it aside and begin empty)"
+    )]
     Corrupt { path: String, detail: String },
 }
 
+/// Store settings from the configuration.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// `[storage] max_events_per_job`: a job (a manager's own events, a step, a child)
+    /// keeps at most this many events; 0 = no limit.
+    pub max_events_per_job: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions { max_events_per_job: 100_000 }
+    }
+}
+
 impl Store {
-    /// Opens (or creates) the store at `path`. `listener` hears of every commit.
+    /// Opens (or creates) the store at `path` with the default options. `listener` hears
+    /// of every commit.
     pub fn open(path: &Path, listener: Arc<dyn CommitListener>) -> Result<Store, OpenError> {
+        Store::open_with(path, listener, StoreOptions::default())
+    }
+
+    /// Opens (or creates) the store at `path`.
+    pub fn open_with(path: &Path, listener: Arc<dyn CommitListener>, opts: StoreOptions) -> Result<Store, OpenError> {
         let shown = path.display().to_string();
         let sled_err = |source| OpenError::Sled { path: shown.clone(), source };
+        // sled treats a damaged log as the end of the log and would open it as (partly)
+        // empty; a directory whose sled file exists but that lacks our format marker is
+        // reported instead of silently started over.
+        let had_db = std::fs::metadata(path.join("db")).is_ok_and(|m| m.len() > 0);
         let db = sled::Config::new()
             .path(path)
             // The page cache dominates RSS; 64 MiB keeps recent blocks hot and the daemon
@@ -241,6 +272,26 @@ impl Store {
                     .map_err(|_| OpenError::Corrupt { path: shown.clone(), detail: format!("meta/{key}") }),
             }
         };
+        match meta.get(FORMAT_KEY).map_err(sled_err)? {
+            Some(v) if v.as_ref() == FORMAT.as_bytes() => {}
+            Some(v) => {
+                return Err(OpenError::Corrupt {
+                    path: shown.clone(),
+                    detail: format!("unknown store format {:?}", String::from_utf8_lossy(&v)),
+                });
+            }
+            None if had_db => {
+                return Err(OpenError::Corrupt {
+                    path: shown.clone(),
+                    detail: "its sled file has no Quaero format marker: it is damaged or not a Quaero data directory"
+                        .into(),
+                });
+            }
+            None => {
+                meta.insert(FORMAT_KEY, FORMAT.as_bytes()).map_err(sled_err)?;
+                db.flush().map_err(sled_err)?;
+            }
+        }
         // Everything below a reservation may have been handed out before a crash: start
         // above it.
         let seq_reserved = read_counter("seq")?;
@@ -276,6 +327,7 @@ impl Store {
             seq_reserved,
             counters.clone(),
             listener,
+            opts.max_events_per_job,
         );
         let handle = std::thread::Builder::new()
             .name("quaero-writer".into())

@@ -4,10 +4,10 @@
 //!
 //! It runs on its own OS thread because every sled call here blocks.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use quaero_shared::{JobPath, JobStatus};
+use quaero_shared::{JobPath, JobStatus, Level, Originator};
 use tokio::sync::mpsc;
 
 use super::block;
@@ -53,6 +53,14 @@ pub(super) struct Writer {
     seq_reserved: u64,
     counters: Arc<Mutex<Counters>>,
     listener: Arc<dyn CommitListener>,
+    /// `[storage] max_events_per_job` (0 = no limit).
+    max_events_per_job: u64,
+    /// Stored events per job — (manager, step, child), child 0 being the step (or, for
+    /// step 0, the manager) itself — for the jobs written to in this daemon's life.
+    counts: HashMap<(u64, u32, u32), u64>,
+    /// Steps whose stored events `counts` already covers (counted once, at first write
+    /// after start, so that jobs resumed after a restart are bounded too).
+    counted_steps: HashSet<(u64, u32)>,
 }
 
 struct OpenBlock {
@@ -73,8 +81,96 @@ impl Writer {
         seq_reserved: u64,
         counters: Arc<Mutex<Counters>>,
         listener: Arc<dyn CommitListener>,
+        max_events_per_job: u64,
     ) -> Self {
-        Writer { db, events, managers, children, meta, next_seq, seq_reserved, counters, listener }
+        Writer {
+            db,
+            events,
+            managers,
+            children,
+            meta,
+            next_seq,
+            seq_reserved,
+            counters,
+            listener,
+            max_events_per_job,
+            counts: HashMap::new(),
+            counted_steps: HashSet::new(),
+        }
+    }
+
+    /// Counts the stored events of a step (or of a manager's own events, step 0) by job,
+    /// once per daemon life.
+    fn count_step(&mut self, mgr: u64, step: u32) -> Result<()> {
+        if !self.counted_steps.insert((mgr, step)) {
+            return Ok(());
+        }
+        let counts = &mut self.counts;
+        for kv in self.events.range(block_key(mgr, step, 0)..=block_key(mgr, step, u64::MAX)) {
+            let (_, v) = kv?;
+            block::count_by_child(&v, &mut |child| *counts.entry((mgr, step, child)).or_insert(0) += 1);
+        }
+        Ok(())
+    }
+
+    /// Bounds a job's stored events: when it holds more than `max_events_per_job`, its
+    /// oldest events are dropped down to 90% of the limit (so that a job writing without
+    /// end rewrites blocks once per tenth of the limit, not on every batch) and a warning
+    /// event says how many. Returns the marker event's seq.
+    fn trim(&mut self, (mgr, step, child): (u64, u32, u32)) -> Result<Option<u64>> {
+        let max = self.max_events_per_job;
+        let count = self.counts.get(&(mgr, step, child)).copied().unwrap_or(0);
+        if max == 0 || count <= max {
+            return Ok(None);
+        }
+        let keep = max.saturating_sub(1 + max / 10);
+        let mut left = count - keep;
+        let mut batch = sled::Batch::default();
+        for kv in self.events.range(block_key(mgr, step, 0)..=block_key(mgr, step, u64::MAX)) {
+            if left == 0 {
+                break;
+            }
+            let (k, v) = kv?;
+            let (rest, n) = block::drop_oldest(&v, child, left);
+            if n == 0 {
+                continue;
+            }
+            left -= n;
+            if rest.is_empty() {
+                batch.remove(k);
+            } else {
+                batch.insert(k, rest);
+            }
+        }
+        let dropped = count - keep - left;
+        let seq = self.next_seq;
+        self.reserve_seq(seq + 1)?;
+        self.next_seq += 1;
+        let originator = match (step, child) {
+            (0, _) => Originator::Manager,
+            (_, 0) => Originator::Step,
+            _ => Originator::Worker,
+        };
+        let mut buf = Vec::new();
+        block::encode_into(
+            &mut buf,
+            seq,
+            crate::time::now_ms(),
+            Level::Warn,
+            originator,
+            child,
+            &format!("{dropped} older events of this job were dropped (storage.max_events_per_job = {max})"),
+        );
+        batch.insert(&block_key(mgr, step, seq)[..], buf);
+        self.events.apply_batch(batch)?;
+        self.counts.insert((mgr, step, child), count - dropped + 1);
+        Ok(Some(seq))
+    }
+
+    /// Forgets the counts of a manager that is finished or gone.
+    fn forget(&mut self, mgr: u64) {
+        self.counts.retain(|k, _| k.0 != mgr);
+        self.counted_steps.retain(|k| k.0 != mgr);
     }
 
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<WriteOp>) {
@@ -126,6 +222,7 @@ impl Writer {
         let mut children: HashMap<JobPath, ChildRecord> = HashMap::new();
         let mut deletes = Vec::new();
         let mut syncs = Vec::new();
+        let mut touched: HashSet<(u64, u32, u32)> = HashSet::new();
 
         for op in ops {
             match op {
@@ -134,6 +231,11 @@ impl Writer {
                         let seq = self.next_seq;
                         self.next_seq += 1;
                         let p = e.path;
+                        if self.max_events_per_job > 0 {
+                            self.count_step(p.manager, p.step)?;
+                            *self.counts.entry((p.manager, p.step, p.child)).or_insert(0) += 1;
+                            touched.insert((p.manager, p.step, p.child));
+                        }
                         let b = blocks.entry((p.manager, p.step)).or_insert_with(|| OpenBlock {
                             first_seq: seq,
                             buf: Vec::with_capacity(16 * 1024),
@@ -173,6 +275,13 @@ impl Writer {
 
         // Events first: a reader that sees a job's new status sees its events too.
         self.events.apply_batch(event_batch)?;
+        for job in touched {
+            if let Some(seq) = self.trim(job)? {
+                let (mgr, step, _) = job;
+                let scope = if step == 0 { JobPath::manager(mgr) } else { JobPath::step(mgr, step) };
+                scopes.insert(scope, seq);
+            }
+        }
         // Stats move by the difference between what was stored and what is stored now.
         let mut diffs: Vec<(Option<JobStatus>, Option<JobStatus>)> = Vec::new();
         let mut child_batch = sled::Batch::default();
@@ -186,6 +295,9 @@ impl Writer {
         self.children.apply_batch(child_batch)?;
         let mut mgr_batch = sled::Batch::default();
         for (num, m) in &managers {
+            if m.status.is_terminal() {
+                self.forget(*num);
+            }
             let key = manager_key(*num);
             let old = self.managers.get(key)?.and_then(|v| serde_json::from_slice::<ManagerRecord>(&v).ok());
             let old: Vec<JobStatus> = old.map(|o| super::manager_statuses(&o).collect()).unwrap_or_default();
@@ -213,6 +325,7 @@ impl Writer {
         }
 
         for (mgr, reply) in deletes {
+            self.forget(mgr);
             let _ = reply.send(self.delete_manager(mgr));
         }
         for s in syncs {
