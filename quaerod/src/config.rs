@@ -308,7 +308,7 @@ mod tests {
         assert_eq!(load(&["--retention", "off"], &[]).unwrap().retention, None);
         let e = load(&[], &[("QUAERO_STORAGE_RETENTION", "forever")]).unwrap_err().to_string();
         assert!(e.contains("storage.retention") && e.contains("QUAERO_STORAGE_RETENTION"), "{e}");
-        let e = load(&["--max-events-per-job", "-1"], &[]).unwrap_err().to_string();
+        let e = load(&["--max-events-per-job=-1"], &[]).unwrap_err().to_string();
         assert!(e.contains("storage.max_events_per_job") && e.contains("--max-events-per-job"), "{e}");
     }
 
