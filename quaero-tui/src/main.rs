@@ -3,7 +3,7 @@
 use std::io::IsTerminal;
 use std::process::ExitCode;
 
-use clap::{ArgAction, Parser, ValueEnum};
+use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
 use quaero_shared::{DEFAULT_PORT, Level};
 use quaero_tui::client::Client;
 use quaero_tui::tail::{self, Exit, TailOptions, Target};
@@ -44,6 +44,12 @@ struct Args {
     /// Prefix plain lines with HH:MM:SS.mmm.
     #[arg(long, value_enum, default_value_t = OnOff::On)]
     timestamps: OnOff,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) and exit.
+    #[arg(long, value_name = "SHELL")]
+    completions: Option<clap_complete::Shell>,
+    /// Print the man page (roff) and exit.
+    #[arg(long)]
+    man: bool,
 }
 
 fn parse_level(s: &str) -> Result<Level, String> {
@@ -52,6 +58,17 @@ fn parse_level(s: &str) -> Result<Level, String> {
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if let Some(shell) = args.completions {
+        clap_complete::generate(shell, &mut Args::command(), "quaero-tui", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    if args.man {
+        if let Err(e) = clap_mangen::Man::new(Args::command()).render(&mut std::io::stdout()) {
+            eprintln!("quaero-tui: {e}");
+            return ExitCode::FAILURE;
+        }
+        return ExitCode::SUCCESS;
+    }
     let tail_only = args.tail.is_some() || args.no_follow || args.level.is_some() || args.json;
     let target = match (args.job.clone(), args.run.clone()) {
         (Some(id), _) => Some(Target::Job(id)),

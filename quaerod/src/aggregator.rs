@@ -83,6 +83,7 @@ impl Outbox {
             let (s, m, l) = p.refresh.get_or_insert_with(Default::default);
             if !s.is_empty() || !m.is_empty() {
                 self.merged.fetch_add(1, Ordering::Relaxed);
+                crate::metrics::METRICS.triggers_merged.inc();
             }
             for st in steps {
                 if st.step > 0 && !finished.contains(&st.to_string()) {
@@ -288,6 +289,7 @@ impl Aggregator {
             o.add_finished(scope, last_seq);
         }
         self.triggers_sent.fetch_add(s.clients.len() as u64, Ordering::Relaxed);
+        crate::metrics::METRICS.triggers_sent.inc_by(s.clients.len() as u64);
     }
 
     /// One tick: periodic triggers, coalesced progress and stats to every client.
@@ -322,6 +324,7 @@ impl Aggregator {
         }
         if !dirty.is_empty() {
             self.triggers_sent.fetch_add(s.clients.len() as u64, Ordering::Relaxed);
+            crate::metrics::METRICS.triggers_sent.inc_by(s.clients.len() as u64);
         }
     }
 

@@ -59,6 +59,12 @@ pub struct Cli {
     /// and exit: 0 when everything is valid, 2 otherwise.
     #[arg(long)]
     pub check_config: bool,
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) and exit.
+    #[arg(long, value_name = "SHELL")]
+    pub completions: Option<clap_complete::Shell>,
+    /// Print the man page (roff) and exit.
+    #[arg(long)]
+    pub man: bool,
     /// Log filter for the daemon's own logs (e.g. info, debug, quaerod=trace); env QUAERO_LOG.
     #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,

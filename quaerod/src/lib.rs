@@ -8,6 +8,7 @@
 //! - [`api`]: the REST routes (warp filters, handlers, one `recover`).
 //! - [`ws`]: the `/ws` endpoint: one outbox per client, fed by the aggregator.
 //! - [`server`]: wires it all together; [`server::run`] is the one entry point.
+//! - [`metrics`]: `GET /metrics` (Prometheus text format).
 //! - [`time`]: timestamp formatting.
 
 pub mod aggregator;
@@ -15,6 +16,7 @@ pub mod api;
 mod assets;
 pub mod config;
 pub mod engine;
+pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod time;

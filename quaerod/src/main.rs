@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use quaerod::config::{Cli, Config};
 use quaerod::server::Server;
 
@@ -39,8 +39,46 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     }
 }
 
+/// `--check-config`: the configuration and every definition file, checked without
+/// opening the store (a running daemon may hold it).
+fn check_config(config: &Config) -> ExitCode {
+    println!("configuration: ok");
+    println!("  listen: {}:{}", config.host, config.port);
+    println!("  storage.path: {}", config.storage_path.display());
+    println!("  jobs.definitions_dir: {}", config.definitions_dir.display());
+    if !config.definitions_dir.is_dir() {
+        println!("definitions: {} is not a directory", config.definitions_dir.display());
+        return ExitCode::from(2);
+    }
+    let loaded = quaerod::engine::definition::load_dir(&config.definitions_dir);
+    let mut bad = 0;
+    for l in &loaded {
+        let source = l.source.trim_start_matches("file:");
+        match &l.plan {
+            Ok(_) => println!("  ok       {:<20} {source}", l.def.id),
+            Err(e) => {
+                bad += 1;
+                println!("  INVALID  {:<20} {source}: {e}", l.def.id);
+            }
+        }
+    }
+    println!("definitions: {} valid, {bad} invalid", loaded.len() - bad);
+    if bad > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(shell) = cli.completions {
+        clap_complete::generate(shell, &mut Cli::command(), "quaerod", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    if cli.man {
+        if let Err(e) = clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+            eprintln!("quaerod: {e}");
+            return ExitCode::FAILURE;
+        }
+        return ExitCode::SUCCESS;
+    }
     init_logging(&cli);
     let config = match Config::load(&cli) {
         Ok(c) => c,
@@ -49,6 +87,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cli.check_config {
+        return check_config(&config);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     runtime.block_on(async move {
         if !config.host.is_loopback() && config.auth_token.is_none() {

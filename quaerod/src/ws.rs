@@ -152,6 +152,7 @@ async fn serve(socket: WebSocket, agg: Arc<Aggregator>) {
             Ok(Err(_)) => break,
             Err(_) => {
                 tracing::info!(client = id, "dropping a WebSocket client that has not read for {STUCK_AFTER:?}");
+                crate::metrics::METRICS.ws_clients_dropped.inc();
                 break;
             }
         }

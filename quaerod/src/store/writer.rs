@@ -143,6 +143,7 @@ impl Writer {
             }
         }
         let dropped = count - keep - left;
+        crate::metrics::METRICS.events_dropped.inc_by(dropped);
         let seq = self.next_seq;
         self.reserve_seq(seq + 1)?;
         self.next_seq += 1;
@@ -210,6 +211,7 @@ impl Writer {
     }
 
     fn commit(&mut self, ops: Vec<WriteOp>) -> Result<()> {
+        let started = std::time::Instant::now();
         let wants_events = self.listener.wants_events();
         let total: usize = ops.iter().map(|o| if let WriteOp::Events(e) = o { e.len() } else { 0 }).sum();
         self.reserve_seq(self.next_seq + total as u64)?;
@@ -311,6 +313,12 @@ impl Writer {
         self.managers.apply_batch(mgr_batch)?;
         if !scopes.is_empty() || !managers.is_empty() || !children.is_empty() || !syncs.is_empty() {
             self.db.flush()?;
+        }
+        if total > 0 {
+            let m = &crate::metrics::METRICS;
+            m.events_ingested.inc_by(total as u64);
+            m.ingest_batch_events.observe(total as f64);
+            m.ingest_batch_seconds.observe(started.elapsed().as_secs_f64());
         }
         {
             let mut c = self.counters.lock().expect("counters");

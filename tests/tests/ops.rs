@@ -1,0 +1,105 @@
+//! Operability: `/metrics`, `--check-config`, completions and man pages.
+
+use std::process::Command;
+
+use quaero_tests::{Api, Daemon, bin_path, emit_definition};
+
+/// The value of the first sample line that starts with `prefix` (name plus labels).
+fn sample(text: &str, prefix: &str) -> Option<f64> {
+    text.lines().filter(|l| !l.starts_with('#')).find(|l| l.starts_with(prefix))?.rsplit(' ').next()?.parse().ok()
+}
+
+#[tokio::test]
+async fn metrics_count_what_a_job_did() {
+    let d = Daemon::builder().definition("e.toml", &emit_definition("e500", "count = 500")).start();
+    let api = Api::new(&d);
+    let before = reqwest::get(d.url("/metrics")).await.unwrap().text().await.unwrap();
+    let ingested_before = sample(&before, "quaero_events_ingested_total").unwrap_or(0.0);
+    let m = api.execute("e500").await;
+    assert_eq!(api.wait_terminal(&m, 20).await, "completed");
+
+    let r = reqwest::get(d.url("/metrics")).await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    let text = r.text().await.unwrap();
+    let ingested = sample(&text, "quaero_events_ingested_total").expect("events counter");
+    // 500 emitted plus the engine's own events (started/finished).
+    assert!(ingested - ingested_before >= 500.0, "ingested {ingested} (before {ingested_before})");
+    assert!(sample(&text, "quaero_ingest_batch_seconds_count").unwrap() >= 1.0, "{text}");
+    assert!(sample(&text, "quaero_ingest_batch_events_sum").unwrap() >= 500.0, "{text}");
+    // One manager and one step completed.
+    assert_eq!(sample(&text, "quaero_jobs{status=\"completed\"}"), Some(2.0), "{text}");
+    assert_eq!(sample(&text, "quaero_jobs{status=\"running\"}"), Some(0.0), "{text}");
+    assert_eq!(sample(&text, "quaero_workers"), Some(16.0), "{text}");
+    assert_eq!(sample(&text, "quaero_workers_busy"), Some(0.0), "{text}");
+    assert!(sample(&text, "quaero_store_size_bytes").unwrap() > 0.0, "{text}");
+    assert!(
+        sample(&text, "quaero_http_requests_total{route=\"/api/job-definitions/{id}/execute\",status=\"202\"}")
+            == Some(1.0),
+        "{text}"
+    );
+    for name in ["quaero_ws_clients", "quaero_triggers_sent_total", "quaero_triggers_merged_total"] {
+        assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing: {text}");
+    }
+    assert!(text.contains("# TYPE quaero_ws_clients_dropped_total counter"), "{text}");
+    assert!(text.contains("# TYPE quaero_queue_depth gauge"), "{text}");
+}
+
+#[tokio::test]
+async fn metrics_need_the_token_when_one_is_set() {
+    let d = Daemon::builder().arg("--auth-token").arg("s3cret-token").start();
+    let r = reqwest::get(d.url("/metrics")).await.unwrap();
+    assert_eq!(r.status().as_u16(), 401);
+    let r = reqwest::Client::new().get(d.url("/metrics")).bearer_auth("s3cret-token").send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}
+
+fn quaerod(args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(bin_path("quaerod")).args(args).output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_config_validates_config_and_definitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = dir.path().join("jobs");
+    std::fs::create_dir(&jobs).unwrap();
+    std::fs::write(jobs.join("good.toml"), emit_definition("good", "count = 3")).unwrap();
+    let jobs_s = jobs.to_str().unwrap();
+
+    let (code, out, err) = quaerod(&["--check-config", "--definitions", jobs_s]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("good") && out.contains("1 valid, 0 invalid"), "{out}");
+    // It does not create or open the data directory.
+    assert!(!dir.path().join("quaero-data").exists());
+
+    std::fs::write(jobs.join("broken.toml"), "id = \"broken\"\n[[steps]]\nname = 1\n").unwrap();
+    let (code, out, _) = quaerod(&["--check-config", "--definitions", jobs_s]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("INVALID") && out.contains("broken.toml"), "{out}");
+
+    let (code, _, err) = quaerod(&["--check-config", "--definitions", jobs_s, "--retention", "someday"]);
+    assert_eq!(code, Some(2));
+    assert!(err.contains("storage.retention") && err.contains("--retention"), "{err}");
+}
+
+#[test]
+fn completions_and_man_pages_are_generated() {
+    let (code, out, _) = quaerod(&["--completions", "bash"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("_quaerod()") && out.contains("--check-config"), "{out}");
+    let (code, out, _) = quaerod(&["--man"]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains(".TH quaerod") && out.contains("auth\\-token"), "{out}");
+
+    let out = Command::new(bin_path("quaero-tui")).args(["--completions", "zsh"]).output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("#compdef quaero-tui"));
+    let out = Command::new(bin_path("quaero-tui")).arg("--man").output().unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(".TH quaero-tui"));
+}
