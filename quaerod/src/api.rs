@@ -416,3 +416,136 @@ pub async fn recover(err: Rejection) -> Result<warp::reply::Response, Infallible
     }
     Ok(resp)
 }
+
+#[cfg(test)]
+mod tests {
+    //! The filters called in-process with `warp::test::request()`: parameter checking,
+    //! content types and auth, without a socket.
+
+    use super::*;
+    use crate::aggregator::Aggregator;
+    use crate::config::{Config, WsMode};
+    use crate::store::Store;
+    use serde_json::Value;
+
+    struct Fixture {
+        engine: Arc<Engine>,
+        _dir: tempfile::TempDir,
+    }
+
+    async fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let agg = Aggregator::new(std::time::Duration::from_secs(1), WsMode::Trigger);
+        let store = Store::open(&dir.path().join("data"), agg.clone()).unwrap();
+        let config = Config { definitions_dir: dir.path().join("none"), ..Config::default() };
+        let engine = Engine::new(store, agg, config);
+        engine
+            .put_definition(
+                serde_json::from_value(serde_json::json!({
+                    "id": "three", "steps": [{"name": "e", "type": "emit", "config": {"count": 3}}]
+                }))
+                .unwrap(),
+            )
+            .unwrap();
+        Fixture { engine, _dir: dir }
+    }
+
+    async fn call(
+        f: &Fixture,
+        token: Option<&str>,
+        req: warp::test::RequestBuilder,
+    ) -> (StatusCode, Value, warp::http::HeaderMap) {
+        let routes = filters::api(f.engine.clone(), token.map(Arc::from)).recover(recover);
+        let r = req.reply(&routes).await;
+        let body = serde_json::from_slice(r.body()).unwrap_or(Value::Null);
+        (r.status(), body, r.headers().clone())
+    }
+
+    async fn run_three(f: &Fixture) -> String {
+        let (s, b, _) = call(
+            f,
+            None,
+            warp::test::request()
+                .method("POST")
+                .path("/api/job-definitions/three/execute")
+                .header("content-type", "application/json")
+                .body("{}"),
+        )
+        .await;
+        assert_eq!(s, StatusCode::ACCEPTED, "{b}");
+        let id = b["job_id"].as_str().unwrap().to_string();
+        for _ in 0..200 {
+            let (_, b, _) = call(f, None, warp::test::request().path(&format!("/api/jobs/{id}"))).await;
+            if b["status"] == "completed" {
+                return id;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("{id} did not complete");
+    }
+
+    #[tokio::test]
+    async fn bad_log_parameters_are_400s_that_name_them() {
+        let f = fixture().await;
+        let id = run_three(&f).await;
+        for (q, name) in [
+            ("limit=abc", "limit"),
+            ("limit=0", "limit"),
+            ("limit=-1", "limit"),
+            ("level=loud", "level"),
+            ("order=up", "order"),
+            ("after=x", "after"),
+        ] {
+            let (s, b, _) = call(&f, None, warp::test::request().path(&format!("/api/jobs/{id}/logs?{q}"))).await;
+            assert_eq!(s, StatusCode::BAD_REQUEST, "{q}: {b}");
+            assert!(b["error"].as_str().unwrap().starts_with(name), "{q}: {b}");
+        }
+        let (s, b, _) = call(&f, None, warp::test::request().path(&format!("/api/jobs/{id}/logs?limit=99999"))).await;
+        assert_eq!(s, StatusCode::OK);
+        assert_eq!(b["limit"], 5000);
+        // After reads are oldest first whatever `order` says.
+        let (_, b, _) = call(&f, None, warp::test::request().path(&format!("/api/jobs/{id}-s1/logs?after=0"))).await;
+        let seqs: Vec<u64> = b["logs"].as_array().unwrap().iter().map(|e| e["seq"].as_u64().unwrap()).collect();
+        assert!(seqs.len() >= 3 && seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
+        let (s, _, _) = call(&f, None, warp::test::request().path("/api/jobs/m999/logs")).await;
+        assert_eq!(s, StatusCode::NOT_FOUND);
+    }
+
+    #[tokio::test]
+    async fn mutations_need_json_and_the_token() {
+        let f = fixture().await;
+        let (s, _, _) = call(
+            &f,
+            None,
+            warp::test::request()
+                .method("POST")
+                .path("/api/job-definitions/three/execute")
+                .header("content-type", "text/plain")
+                .body("{}"),
+        )
+        .await;
+        assert_eq!(s, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+        let (_, list, _) = call(&f, None, warp::test::request().path("/api/jobs")).await;
+        assert_eq!(list["total_count"], 0, "the refused request ran nothing: {list}");
+
+        let token = Some("0123456789abcdef");
+        let (s, _, _) = call(&f, token, warp::test::request().path("/api/jobs")).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        let (s, _, _) =
+            call(&f, token, warp::test::request().path("/api/jobs").header("authorization", "Bearer nope")).await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED);
+        let (s, _, h) = call(
+            &f,
+            token,
+            warp::test::request()
+                .path("/api/jobs")
+                .header("authorization", "Bearer 0123456789abcdef")
+                .header("origin", "http://evil.example"),
+        )
+        .await;
+        assert_eq!(s, StatusCode::OK);
+        assert!(h.get("access-control-allow-origin").is_none());
+        let (s, _, _) = call(&f, token, warp::test::request().path("/api/health")).await;
+        assert_eq!(s, StatusCode::OK);
+    }
+}
