@@ -16,6 +16,8 @@
 //! job's events were applied before it (and the engine waits for [`Store::sync`]).
 
 pub mod block;
+#[cfg(test)]
+mod proptests;
 mod writer;
 
 use std::path::Path;
