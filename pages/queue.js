@@ -28,6 +28,8 @@
   const BACKOFF_MAX_MS = 30000;
   const FILTER_KEY = 'quaero.statusFilter';
   const TOKEN_KEY = 'quaero.token';
+  // Child progress bar, left to right: what is done, then what is running.
+  const BAR_SEGMENTS = ['completed', 'failed', 'cancelled', 'running'];
   const STATUS_ICON = { pending: '○', running: '◐', completed: '✓', failed: '✗', cancelled: '⊘' };
 
   // ---------------------------------------------------------------- state
@@ -808,6 +810,7 @@
     const defs = S.definitions.slice().sort((a, b) => String(a.name || a.id).localeCompare(String(b.name || b.id)));
     if (S.defsError) setText(ui.defsNote, `Could not load definitions: ${S.defsError}`);
     else setText(ui.defsNote, defs.length ? '' : 'No job definitions loaded.');
+    ui.defsNote.hidden = !ui.defsNote.textContent;
     syncList(ui.defsList, defs, (d) => d.id, createDefinition, updateDefinition);
   }
 
@@ -919,6 +922,7 @@
     v.finished = metaItem('finished');
     v.duration = metaItem('duration');
     v.progress = metaItem('steps');
+    v.children = metaItem('children');
     v.errText = h('span', { class: 'm-error-text' });
     v.err = h('div', { class: 'm-error', title: 'click to show the full text', onclick: () => {
       const id = v.item.id;
@@ -932,7 +936,7 @@
     v.el = h('article', { class: 'card', 'data-manager': m.id },
       h('div', { class: 'm-head' }, v.check, v.caret, v.name, v.id, v.def, v.badge,
         h('span', { class: 'spacer' }), v.rerun, v.cancel, v.del),
-      h('div', { class: 'm-meta' }, v.created.el, v.started.el, v.finished.el, v.duration.el, v.progress.el),
+      h('div', { class: 'm-meta' }, v.created.el, v.started.el, v.finished.el, v.duration.el, v.progress.el, v.children.el),
       v.err, v.steps);
     return v;
   }
@@ -959,16 +963,25 @@
     v.started.value.title = m.started_at || '';
     v.finished.value.title = m.finished_at || '';
     setText(v.duration.value, duration(jobDuration(m)));
-    // Step progress from the steps themselves once loaded, else from the listed counts.
+    // Steps done out of all steps (from the loaded details, else from the listing, which also
+    // carries them), and the child jobs of all steps together: a manager's `child_counts` is
+    // the sum over its steps, not a count of its steps.
     const d = S.details.get(m.id);
+    const steps = (d && d.steps && d.steps.length ? d.steps : m.steps) || [];
+    const stepsDone = steps.filter((s) => TERMINAL.has(s.status)).length;
+    const stepsFailed = steps.filter((s) => s.status === 'failed').length;
+    v.progress.el.hidden = !steps.length;
+    setText(v.progress.value, `${stepsDone}/${steps.length}${stepsFailed ? ` (${stepsFailed} failed)` : ''}`);
     let cc = m.child_counts;
-    if (d && d.steps && d.steps.length) {
-      cc = { total: d.steps.length, completed: 0, failed: 0, cancelled: 0 };
-      for (const s of d.steps) if (s.status in cc) cc[s.status]++;
+    if (steps.length) {
+      cc = { total: 0, running: 0, completed: 0, failed: 0, cancelled: 0 };
+      for (const s of steps) for (const k of Object.keys(cc)) cc[k] += (s.child_counts && s.child_counts[k]) || 0;
     }
-    v.progress.el.hidden = !(cc && cc.total);
+    v.children.el.hidden = !(cc && cc.total);
     if (cc && cc.total) {
-      setText(v.progress.value, `${cc.completed + cc.failed + cc.cancelled}/${cc.total}${cc.failed ? ` (${cc.failed} failed)` : ''}`);
+      const done = cc.completed + cc.failed + cc.cancelled;
+      const parts = [cc.running ? `${cc.running} running` : '', cc.failed ? `${cc.failed} failed` : '', cc.cancelled ? `${cc.cancelled} cancelled` : ''].filter(Boolean);
+      setText(v.children.value, `${done}/${cc.total}${parts.length ? ` (${parts.join(', ')})` : ''}`);
     }
     v.err.hidden = !m.error;
     setText(v.errText, m.error || '');
@@ -993,7 +1006,7 @@
     v.icon = h('span', { class: 'st-icon' });
     v.title = h('span', { class: 's-title' });
     v.type = h('span', { class: 'tag' });
-    v.segs = STATUSES.slice(1).map((st) => h('span', { class: `seg seg-${st}` }));
+    v.segs = BAR_SEGMENTS.map((st) => h('span', { class: `seg seg-${st}` }));
     v.bar = h('span', { class: 'bar' }, v.segs);
     v.barText = h('span', { class: 'bar-text' });
     v.progress = h('span', { class: 'progress' }, v.bar, v.barText);
@@ -1026,7 +1039,7 @@
     const cc = s.child_counts || { total: 0 };
     v.progress.hidden = !cc.total;
     if (cc.total) {
-      STATUSES.slice(1).forEach((st, i) => {
+      BAR_SEGMENTS.forEach((st, i) => {
         v.segs[i].style.width = `${(100 * (cc[st] || 0)) / cc.total}%`;
       });
       const done = cc.completed + cc.failed + cc.cancelled;

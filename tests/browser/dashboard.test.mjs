@@ -8,10 +8,14 @@
 // rebuilding; queue.html itself still comes from the binary, because Chromium's local network
 // access checks block a routed document from opening the WebSocket to 127.0.0.1).
 // The screenshot goes to tests/browser/artifacts/ (git-ignored).
+//
+// The page must work under the strict Content-Security-Policy quaerod sends (no inline script
+// or style, nothing from another origin): every console error and CSP violation of every page
+// is recorded, printed, and checked by the last test.
 
-import { test, before, after } from 'node:test';
+import { test, before, beforeEach, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, mkdir, writeFile, readFile, rm } from 'node:fs/promises';
 import os from 'node:os';
@@ -74,6 +78,19 @@ count = 2000
 interval_ms = 20
 message = "tick {i}"
 `,
+  'fan.toml': `
+id = "fan"
+name = "Fan"
+[[steps]]
+name = "spread"
+type = "emit"
+description = "three children"
+[steps.config]
+count = 40
+children = 3
+interval_ms = 50
+message = "child {child}: {i} of {n}"
+`,
   'boom.toml': `
 id = "boom"
 name = "Boom"
@@ -89,6 +106,8 @@ fail = true
 };
 
 // ------------------------------------------------------------------ the daemon
+
+const daemonHosts = new Set(); // host:port of every daemon started here
 
 async function startDaemon(dir, extraArgs = [], port = 0) {
   assert.ok(existsSync(BIN), `quaerod binary not found at ${BIN}: run \`cargo build -p quaerod\` or set QUAERO_BIN`);
@@ -113,6 +132,7 @@ async function startDaemon(dir, extraArgs = [], port = 0) {
       reject(new Error(`quaerod exited with ${code} before listening:\n${output}`));
     });
   });
+  daemonHosts.add(new URL(url).host);
   return {
     url,
     proc,
@@ -148,6 +168,12 @@ let browser;
 let page;
 const dialogs = [];
 const pageErrors = [];
+const consoleErrors = []; // {page, test, text, expected}
+const cspViolations = []; // {page, test, directive, blocked, sample}
+const foreignRequests = []; // any request to another origin than the daemon's
+// Console errors a test provokes on purpose (a stopped daemon, a missing token): per test.
+let expectedConsole = null;
+let currentTest = 'before';
 const finishedFrames = []; // {step, t}
 const logRequests = []; // {step, t}
 const overlaps = []; // a logs fetch that started while another for the same step was in flight
@@ -160,7 +186,12 @@ before(async () => {
   assert.ok(existsSync(CHROMIUM), `${CHROMIUM} not found: apt-get install -y chromium`);
   browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true });
   page = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
-  await watch(page);
+  await watch(page, 'main');
+});
+
+beforeEach((t) => {
+  currentTest = t.name;
+  expectedConsole = null;
 });
 
 after(async () => {
@@ -169,7 +200,27 @@ after(async () => {
   if (dir) await rm(dir, { recursive: true, force: true });
 });
 
-async function watch(p) {
+async function watch(p, label) {
+  // Reported through a binding, which the page's CSP does not govern.
+  await p.exposeBinding('__quaeroCsp', (_src, v) => cspViolations.push({ page: label, test: currentTest, ...v }));
+  await p.addInitScript(() => {
+    document.addEventListener('securitypolicyviolation', (e) => {
+      window.__quaeroCsp({ directive: e.effectiveDirective, blocked: e.blockedURI, sample: e.sample, source: `${e.sourceFile}:${e.lineNumber}` });
+    });
+  });
+  p.on('console', (m) => {
+    if (m.type() !== 'error' && m.type() !== 'warning') return;
+    const text = `${m.type()}: ${m.text()}${m.location()?.url ? ` (${m.location().url})` : ''}`;
+    const expected = !!(expectedConsole && m.type() === 'error' && expectedConsole.test(m.text()) && !/Content.Security.Policy/i.test(m.text()));
+    consoleErrors.push({ page: label, test: currentTest, text, expected });
+    console.log(`# [${label} console, ${currentTest}] ${text}${expected ? ' (expected here)' : ''}`);
+  });
+  p.on('request', (r) => {
+    const u = new URL(r.url());
+    if (!['http:', 'https:', 'ws:', 'wss:'].includes(u.protocol)) return;
+    if (daemonHosts.has(u.host)) return;
+    foreignRequests.push(r.url());
+  });
   if (process.env.QUAERO_PAGES_FROM_DISK === '1') {
     const types = { html: 'text/html', js: 'text/javascript', css: 'text/css', svg: 'image/svg+xml' };
     await p.route(/\/assets\/.+$/, async (route) => {
@@ -185,7 +236,10 @@ async function watch(p) {
     dialogs.push(d.message());
     d.dismiss().catch(() => {});
   });
-  p.on('pageerror', (e) => pageErrors.push(e.message));
+  p.on('pageerror', (e) => {
+    pageErrors.push(e.message);
+    console.log(`# [${label} pageerror, ${currentTest}] ${e.message}`);
+  });
   const inFlight = new Map();
   const stepOf = (r) => {
     const m = /\/api\/jobs\/([^/?]+)\/logs/.exec(r.url());
@@ -281,6 +335,12 @@ test('the page loads, connects and lists the definitions', { timeout: 30_000 }, 
   const res = await page.goto(`${daemon.url}/`);
   assert.ok(res.ok(), `GET / → ${res.status()}`);
   assert.ok(page.url().endsWith('/queue'), `/ redirects to /queue, got ${page.url()}`);
+  // The page is served under the strict policy (the last test checks nothing was refused).
+  const csp = (await res.allHeaders())['content-security-policy'] || '';
+  for (const d of ["default-src 'self'", "script-src 'self'", "style-src 'self'", "connect-src 'self'", "frame-ancestors 'none'"]) {
+    assert.ok(csp.split(';').map((x) => x.trim()).includes(d), `CSP has ${d}: ${csp}`);
+  }
+  assert.doesNotMatch(csp, /unsafe-|\*|data:|https?:/, `CSP allows nothing loose: ${csp}`);
   await page.locator('.conn-live').waitFor({ timeout: 10_000 });
   for (const id of ['demo', 'xss', 'boom', 'slow']) await page.locator(`[data-definition="${id}"]`).waitFor();
   await page.waitForFunction(() => document.querySelector('[data-stat="total"] .stat-value')?.textContent === '0');
@@ -368,6 +428,29 @@ test('event messages and job names render as text', { timeout: 60_000 }, async (
   assert.deepEqual(dialogs, [], 'no dialog fired');
 });
 
+test('child progress updates live; the card counts steps and children apart', { timeout: 60_000 }, async () => {
+  const id = await runFromPage('fan');
+  const [s1] = await stepIds(id);
+  const bar = stepEl(s1).locator('.bar-text');
+  // While it runs, the bar says so; it is updated by step_progress, not by a reload.
+  await bar.filter({ hasText: /^0\/3 · 3 running$/ }).waitFor({ timeout: 10_000 });
+  await waitStatus(id, 'completed', 30_000);
+  await bar.filter({ hasText: /^3\/3$/ }).waitFor({ timeout: 5000 });
+  const widths = await stepEl(s1).locator('.seg').evaluateAll((els) => els.map((e) => [e.className, e.style.width]));
+  assert.deepEqual(widths.find(([c]) => c.includes('seg-completed')), ['seg seg-completed', '100%'], `bar segments: ${JSON.stringify(widths)}`);
+  const meta = (label) => card(id).locator('.meta', { hasText: label }).locator('.meta-value');
+  await meta('steps').filter({ hasText: /^1\/1$/ }).waitFor({ timeout: 3000 });
+  await meta('children').filter({ hasText: /^3\/3$/ }).waitFor({ timeout: 3000 });
+  // The same from the listing alone, collapsed, after a reload.
+  await page.reload();
+  await waitStatus(id, 'completed');
+  assert.equal(await card(id).locator('.steps').isVisible(), false);
+  assert.equal(await meta('steps').textContent(), '1/1');
+  assert.equal(await meta('children').textContent(), '3/3');
+  assert.equal(await card(demoId).locator('.meta', { hasText: 'steps' }).locator('.meta-value').textContent(), '2/2');
+  assert.equal(await card(demoId).locator('.meta', { hasText: 'children' }).isVisible(), false, 'no children line without children');
+});
+
 test('a failed step opens its events panel by itself', { timeout: 60_000 }, async () => {
   // Started behind the page's back: the page learns about it over the WebSocket.
   const { job_id: id } = await postJSON(daemon.url, '/api/job-definitions/boom/execute');
@@ -401,15 +484,28 @@ test('the status filter is remembered across reloads', { timeout: 30_000 }, asyn
   const shown = () => page.locator('[data-manager]').evaluateAll((els) => els.map((e) => e.dataset.manager));
   assert.deepEqual(await shown(), ids, 'the page shows them in that order');
 
+  // Two chips on: failed and completed (the xss and demo runs are completed, boom failed).
+  const want = ['completed', 'failed'];
   await page.locator('.chip[data-filter="failed"]').click();
-  await page.waitForFunction(() => [...document.querySelectorAll('[data-manager] .badge')].every((b) => b.dataset.status === 'failed'));
+  await page.locator('.chip[data-filter="completed"]').click();
+  const onlyWanted = () => page.waitForFunction((want) => {
+    const b = [...document.querySelectorAll('[data-manager] .badge')].map((x) => x.dataset.status);
+    return b.length > 0 && b.every((s) => want.includes(s)) && want.every((s) => b.includes(s));
+  }, want, { timeout: 5000 });
+  await onlyWanted();
+  const stored = await page.evaluate(() => JSON.parse(localStorage.getItem('quaero.statusFilter')));
+  assert.deepEqual([...stored].sort(), want, 'the chips are stored in localStorage');
   await page.reload();
-  await page.locator('.chip[data-filter="failed"].on').waitFor();
-  await page.locator('[data-manager]').first().waitFor();
+  for (const s of want) await page.locator(`.chip[data-filter="${s}"].on`).waitFor();
+  assert.equal(await page.locator('.chip.on').count(), 2, 'exactly the two chips are on after a reload');
+  await onlyWanted();
   const statuses = await page.locator('[data-manager] .badge').evaluateAll((els) => els.map((e) => e.dataset.status));
-  assert.ok(statuses.length >= 1 && statuses.every((s) => s === 'failed'), `only failed managers after a reload: ${statuses}`);
+  assert.ok(statuses.every((s) => want.includes(s)), `only ${want} managers after a reload: ${statuses}`);
+  // "all" clears the filter, and that is remembered too.
   await page.locator('.chip[data-filter=""]').click();
   await card(demoId).waitFor();
+  assert.equal(await page.evaluate(() => localStorage.getItem('quaero.statusFilter')), '[]');
+  await page.locator('.chip[data-filter=""].on').waitFor();
 });
 
 test('cancel and rerun from the card, each cancel confirmed', { timeout: 60_000 }, async () => {
@@ -445,6 +541,7 @@ test('bulk delete states the cascade and removes the runs', { timeout: 30_000 },
 });
 
 test('the page reconnects after the daemon restarts', { timeout: 60_000 }, async () => {
+  expectedConsole = /net::ERR_CONNECTION_REFUSED|WebSocket connection to '[^']*' failed/;
   const port = new URL(daemon.url).port;
   await daemon.stop();
   await page.locator('.conn-down').waitFor({ timeout: 10_000 });
@@ -462,7 +559,8 @@ test('with an auth token the page asks for it once per tab', { timeout: 60_000 }
   const secured = await startDaemon(authDir, ['--auth-token', 's3cret-token']);
   const p = await browser.newPage();
   try {
-    await watch(p);
+    await watch(p, 'auth');
+    expectedConsole = /status of 401 \(Unauthorized\)|WebSocket connection to '[^']*' failed: (HTTP Authentication failed|.*response code: 401)/;
     await p.goto(`${secured.url}/queue`);
     const form = p.locator('[data-testid="token-form"]');
     await form.waitFor({ timeout: 10_000 });
@@ -474,9 +572,59 @@ test('with an auth token the page asks for it once per tab', { timeout: 60_000 }
     await p.reload();
     await p.locator('[data-definition="demo"]').waitFor({ timeout: 10_000 });
     assert.equal(await p.locator('[data-testid="token-form"]').count(), 0, 'no second prompt in the same tab');
+    await p.locator('.conn-live').waitFor({ timeout: 10_000 });
+    assert.equal(await p.evaluate(() => Object.keys(localStorage).filter((k) => /token/i.test(k)).length), 0, 'the token is not kept in localStorage');
+    // Everything works with the token: run from the page, see it finish live over /ws, read its events.
+    expectedConsole = null;
+    const [resp] = await Promise.all([
+      p.waitForResponse((r) => r.url().endsWith('/api/job-definitions/demo/execute')),
+      p.locator('[data-definition="demo"] button.run').click(),
+    ]);
+    assert.equal(resp.status(), 202);
+    const { job_id: id } = await resp.json();
+    await p.waitForFunction((id) => document.querySelector(`[data-manager="${id}"] .badge`)?.dataset.status === 'completed', id, { timeout: 30_000 });
+    const job = await getJSON(secured.url, `/api/jobs/${id}`, 's3cret-token');
+    const s1 = job.steps[0].id;
+    // Its panel opened by itself while it ran; open it if it did not.
+    const toggle = p.locator(`[data-step="${s1}"] .ev-toggle`);
+    if ((await toggle.getAttribute('aria-expanded')) !== 'true') await toggle.click();
+    await p.locator(`[data-log="${s1}"] .ev-msg`, { hasText: /^event 300 of 300$/ }).waitFor({ timeout: 5000 });
+    // Another tab has its own sessionStorage: it asks again.
+    const other = await browser.newPage();
+    try {
+      await watch(other, 'auth-other-tab');
+      expectedConsole = /status of 401 \(Unauthorized\)|WebSocket connection to '[^']*' failed: (HTTP Authentication failed|.*response code: 401)/;
+      await other.goto(`${secured.url}/queue`);
+      await other.locator('[data-testid="token-form"]').waitFor({ timeout: 10_000 });
+      assert.equal(await other.locator('[data-definition="demo"]').count(), 0, 'nothing shown without the token');
+    } finally {
+      await other.close();
+    }
   } finally {
     await p.close();
     await secured.stop();
     await rm(authDir, { recursive: true, force: true });
   }
+});
+
+test('no console errors, CSP violations or requests leaving the machine', () => {
+  const csp = cspViolations.map((v) => `${v.page}/${v.test}: ${v.directive} blocked ${v.blocked} ${v.sample || ''} at ${v.source}`);
+  assert.deepEqual(csp, [], 'the page breaks no rule of its Content-Security-Policy');
+  const unexpected = consoleErrors.filter((e) => !e.expected).map((e) => `${e.page}/${e.test}: ${e.text}`);
+  assert.deepEqual(unexpected, [], 'no console errors or warnings the tests did not provoke');
+  assert.deepEqual(foreignRequests, [], 'every request goes to the daemon');
+  assert.deepEqual(pageErrors, [], 'no uncaught errors in any page');
+});
+
+test('the screenshot is kept out of git', (t) => {
+  const shot = path.join(ARTIFACTS, 'dashboard.png');
+  assert.ok(existsSync(shot), 'the test took a screenshot');
+  try {
+    execFileSync('git', ['rev-parse', '--git-dir'], { cwd: REPO, stdio: 'ignore' });
+  } catch {
+    t.skip('not a git checkout');
+    return;
+  }
+  // exit 0 = ignored; 1 = not ignored
+  execFileSync('git', ['check-ignore', '-q', shot], { cwd: REPO });
 });
