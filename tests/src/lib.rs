@@ -135,7 +135,9 @@ impl Daemon {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left) {
                 Ok(line) => {
-                    if let Some(rest) = line.split("listening on ").nth(1) {
+                    // The start line (`quaerod listening on http://…`), not a warning that
+                    // mentions where it listens (`--host 0.0.0.0` without a token).
+                    if let Some(rest) = line.split("listening on ").nth(1).filter(|r| r.starts_with("http")) {
                         let url = rest.split_whitespace().next().unwrap().to_string();
                         self.port = url.rsplit(':').next().unwrap().parse().unwrap();
                         self.base = url;
