@@ -138,6 +138,20 @@ impl Daemon {
         proc_cpu_seconds(&format!("/proc/{}/stat", self.pid))
     }
 
+    /// The daemon's I/O so far from /proc/<pid>/io: (write syscalls, bytes written to disk).
+    /// More write syscalls for the same events means the writer committed in more, smaller
+    /// batches (each ends with a flush).
+    pub fn io_writes(&self) -> Result<(u64, u64)> {
+        let io = std::fs::read_to_string(format!("/proc/{}/io", self.pid))?;
+        let field = |name: &str| {
+            io.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .ok_or_else(|| anyhow!("no {name} in /proc/{}/io", self.pid))
+        };
+        Ok((field("syscw:")?, field("write_bytes:")?))
+    }
+
     /// Peak resident set size (VmHWM) in bytes.
     pub fn peak_rss(&self) -> Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid))?;

@@ -40,7 +40,7 @@ struct Args {
     /// Run only these scenarios (comma-separated names or numbers 1-6).
     #[arg(long, value_name = "NAME")]
     scenario: Option<String>,
-    /// Rounds per scenario instead of the defaults (5 for 1-2, 3 for the rest; 1 with --quick).
+    /// Rounds per scenario instead of the defaults (9 for 1, 5 for 2, 3 for the rest; 1 with --quick).
     #[arg(long, value_name = "N")]
     rounds: Option<usize>,
 }

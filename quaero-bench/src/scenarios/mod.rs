@@ -101,7 +101,7 @@ fn secs_between(a: SystemTime, b: SystemTime) -> f64 {
 }
 
 /// Counts the worker (child job) events of a scope per job id and checks that each of
-/// `children` children has exactly `per_child`; returns all events of the scope.
+/// `children` children has exactly `per_child`; returns how many events the scope holds.
 async fn check_children_events(api: &Api, scope: &str, children: u64, per_child: u64) -> Result<u64> {
     let mut per_job: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
     let total = api

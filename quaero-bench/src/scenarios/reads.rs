@@ -25,6 +25,13 @@ struct Round {
     big_p99_ms: f64,
     small_max_ms: f64,
     big_max_ms: f64,
+    /// Server CPU per request (user + system), each daemon over its own requests.
+    small_cpu_us: f64,
+    big_cpu_us: f64,
+    /// CLOCK_MONOTONIC window of the round and the daemons' pids, to cut it out of a
+    /// system-wide profile.
+    window: (f64, f64),
+    pids: (u32, u32),
 }
 
 struct Target100 {
@@ -79,6 +86,8 @@ pub async fn run(ctx: &Ctx) -> Result<ScenarioReport> {
         let mut out = Vec::new();
         for round in 1..=rounds {
             let (mut la, mut lb) = (Vec::with_capacity(requests), Vec::with_capacity(requests));
+            let (ca, cb) = (ds.cpu_seconds()?, db.cpu_seconds()?);
+            let m0 = crate::daemon::monotonic();
             while la.len() < requests {
                 for _ in 0..CHUNK.min(requests - la.len()) {
                     la.push(a.once().await?);
@@ -87,6 +96,9 @@ pub async fn run(ctx: &Ctx) -> Result<ScenarioReport> {
                     lb.push(b.once().await?);
                 }
             }
+            let window = (m0, crate::daemon::monotonic());
+            let per = |cpu: f64| cpu / requests as f64 * 1e6;
+            let (small_cpu_us, big_cpu_us) = (per(ds.cpu_seconds()? - ca), per(db.cpu_seconds()? - cb));
             la.sort_by(f64::total_cmp);
             lb.sort_by(f64::total_cmp);
             let r = Round {
@@ -96,6 +108,10 @@ pub async fn run(ctx: &Ctx) -> Result<ScenarioReport> {
                 big_p99_ms: ms(percentile(&lb, 99.0)),
                 small_max_ms: ms(*la.last().unwrap_or(&f64::NAN)),
                 big_max_ms: ms(*lb.last().unwrap_or(&f64::NAN)),
+                small_cpu_us,
+                big_cpu_us,
+                window,
+                pids: (ds.pid, db.pid),
             };
             eprintln!(
                 "  round {round}/{rounds} p50/p99: {} events {:.3}/{:.3} ms, {} events {:.3}/{:.3} ms",
@@ -128,6 +144,8 @@ pub async fn run(ctx: &Ctx) -> Result<ScenarioReport> {
             col(|r| r.big_p99_ms),
             Target::at_most(2.0, "≤ 2 ms"),
         ),
+        Metric::rounds(format!("server CPU per request, {ns} events"), "µs", col(|r| r.small_cpu_us), None),
+        Metric::rounds(format!("server CPU per request, {nb} events"), "µs", col(|r| r.big_cpu_us), None),
         Metric::rounds(
             format!("p99 ratio {nb} / {ns}"),
             "×",

@@ -60,6 +60,9 @@ struct Run {
     /// CPU seconds the bench process itself (the clients) used from execute to terminal:
     /// on a 2-core machine it competes with the daemon.
     bench_cpu_s: f64,
+    /// The daemon's write syscalls and bytes written to disk from execute to terminal.
+    write_syscalls: u64,
+    write_bytes: u64,
     /// Server CPU from execute to terminal, as % of one core (the machine has nproc × 100%).
     cpu_pct: f64,
     /// Server CPU seconds from execute until every reading client had the manager's
@@ -118,6 +121,7 @@ async fn measure(daemon: &Daemon, shape: &Shape, side: Side) -> Result<Run> {
     drop(ftx);
 
     let cpu0 = daemon.cpu_seconds()?;
+    let io0 = daemon.io_writes()?;
     let bench0 = crate::daemon::own_cpu_seconds()?;
     let m0 = crate::daemon::monotonic();
     let t0 = Instant::now();
@@ -126,6 +130,7 @@ async fn measure(daemon: &Daemon, shape: &Shape, side: Side) -> Result<Run> {
     let wall_s = t0.elapsed().as_secs_f64();
     let cpu_term = daemon.cpu_seconds()? - cpu0;
     let bench_cpu_s = crate::daemon::own_cpu_seconds()? - bench0;
+    let io1 = daemon.io_writes()?;
     let window = (m0, crate::daemon::monotonic());
     // Every reading client must get the manager's finished trigger: proves delivery
     // works, and bounds the CPU the server spends on a push backlog.
@@ -167,6 +172,8 @@ async fn measure(daemon: &Daemon, shape: &Shape, side: Side) -> Result<Run> {
             })
             .collect::<Result<_>>()?,
         bench_cpu_s,
+        write_syscalls: io1.0 - io0.0,
+        write_bytes: io1.1 - io0.1,
         cpu_pct: cpu_term / wall_s * 100.0,
         cpu_s,
         drained_s,
@@ -225,7 +232,8 @@ fn setup(shape: &Shape, rounds: usize) -> String {
 /// Scenario 1: watching is free.
 pub async fn watching(ctx: &Ctx) -> Result<ScenarioReport> {
     let shape = Shape::new(ctx);
-    let rounds = ctx.rounds(5);
+    // The run takes ~0.25 s and the target allows 5%: more rounds steady the median.
+    let rounds = ctx.rounds(9);
     let a = Side { label: "0 clients", mode: "trigger", watched: false };
     let b = Side { label: "watched (trigger)", mode: "trigger", watched: true };
     let (ra, rb) = alternate(ctx, &shape, a, b, rounds).await?;
