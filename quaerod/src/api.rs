@@ -34,6 +34,9 @@ pub struct ApiError {
 impl warp::reject::Reject for ApiError {}
 
 impl ApiError {
+    pub fn forbidden(msg: impl Into<String>) -> Rejection {
+        warp::reject::custom(ApiError { status: StatusCode::FORBIDDEN, message: msg.into() })
+    }
     pub fn bad_request(msg: impl Into<String>) -> Rejection {
         warp::reject::custom(ApiError { status: StatusCode::BAD_REQUEST, message: msg.into() })
     }

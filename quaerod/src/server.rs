@@ -71,7 +71,7 @@ impl Server {
             aggregator.set_stats_source(move || s.stats());
         }
         let addr = SocketAddr::new(config.host, config.port);
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| StartError::Bind { addr, source })?;
+        let listener = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
         let engine = Engine::new(store, aggregator, config);
         engine.load_definitions()?;
@@ -94,6 +94,7 @@ impl Server {
         }
 
         let token_for_metrics = token.clone();
+        let host_check = host_guard(engine.config.host, token.is_some());
         let routes = crate::api::filters::api(engine.clone(), token.clone())
             .or(crate::ws::route(engine.aggregator.clone(), token))
             .or(metrics_route(engine.clone(), token_for_metrics))
@@ -103,6 +104,7 @@ impl Server {
                 crate::metrics::METRICS.request(info.path(), info.status().as_u16(), info.elapsed().as_secs_f64());
                 tracing::debug!(method = %info.method(), path = info.path(), status = info.status().as_u16(), elapsed = ?info.elapsed(), "request");
             }));
+        let routes = host_check.and(routes).recover(crate::api::recover);
         let server = warp::serve(routes).incoming(self.listener).graceful(stop.clone().cancelled_owned());
         let server_task = tokio::spawn(server.run());
 
@@ -186,4 +188,60 @@ fn metrics_route(
             )
         }
     })
+}
+
+/// Binds with `TCP_NODELAY` (inherited by accepted sockets): a status change and the
+/// `finished` trigger right after it are two small writes, and Nagle plus delayed ACKs
+/// would hold the second one ~40 ms.
+fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    socket.set_reuseaddr(true)?;
+    socket.set_nodelay(true)?;
+    socket.bind(addr)?;
+    socket.listen(1024)
+}
+
+/// DNS rebinding guard: on a loopback bind without a token, only requests that name the
+/// machine by a loopback Host (`127.0.0.1`, `localhost`, `[::1]`) are served, so a page
+/// whose own name was re-pointed at 127.0.0.1 cannot drive the daemon. With a token, or
+/// bound to another address (reachable under names we cannot know), the token is the guard.
+fn host_guard(
+    bind: std::net::IpAddr,
+    has_token: bool,
+) -> impl warp::Filter<Extract = (), Error = warp::Rejection> + Clone {
+    let check = bind.is_loopback() && !has_token;
+    warp::header::optional::<String>("host")
+        .and_then(move |host: Option<String>| async move {
+            if !check || host.as_deref().is_some_and(loopback_host) {
+                Ok(())
+            } else {
+                Err(crate::api::ApiError::forbidden(format!(
+                    "Host {:?} is not this machine's loopback name; use http://127.0.0.1 or http://localhost",
+                    host.unwrap_or_default()
+                )))
+            }
+        })
+        .untuple_one()
+}
+
+fn loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(h, p)| if p.chars().all(|c| c.is_ascii_digit()) { h } else { host })
+    };
+    name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn loopback_hosts() {
+        for h in ["127.0.0.1:8080", "localhost:1", "LOCALHOST", "[::1]:80", "127.0.0.2"] {
+            assert!(super::loopback_host(h), "{h}");
+        }
+        for h in ["evil.example:8080", "127.0.0.1.evil.example", "0.0.0.0:8080", "", "[::2]:1"] {
+            assert!(!super::loopback_host(h), "{h}");
+        }
+    }
 }

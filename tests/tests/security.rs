@@ -286,8 +286,6 @@ async fn websocket_upgrades_from_a_foreign_origin_are_refused() {
 }
 
 #[tokio::test]
-#[ignore = "bug: quaerod does not check the Host header, so a DNS-rebinding page (Origin and Host both \
-            evil.example:PORT) passes the WebSocket Origin check and reaches the API; see the report"]
 async fn a_dns_rebinding_page_cannot_use_the_daemon() {
     // After DNS rebinding, evil.example resolves to 127.0.0.1: the browser then treats the
     // daemon as same-origin with the attacker's page and sends `Host: evil.example:PORT`
