@@ -142,6 +142,16 @@ impl App {
         }
     }
 
+    /// A running job's duration counts up from `started_at` on the app's clock; the list's
+    /// `duration_ms` is only as fresh as the last fetch.
+    fn duration(&self, m: &Job) -> String {
+        let live = match (m.status, m.started_at.as_deref().and_then(parse_rfc3339_ms)) {
+            (JobStatus::Running, Some(t)) if self.wall_ms > 0 => Some((self.wall_ms - t).max(0) as u64),
+            _ => None,
+        };
+        live.or(m.duration_ms).map_or("-".into(), human_duration)
+    }
+
     fn render_managers(&self, area: Rect, buf: &mut Buffer) {
         let narrow = area.width < NARROW;
         let title = format!(
@@ -163,7 +173,7 @@ impl App {
             if narrow {
                 Row::new(vec![status, name, Cell::from(step)])
             } else {
-                let duration = m.duration_ms.map_or("-".into(), human_duration);
+                let duration = self.duration(m);
                 Row::new(vec![
                     status,
                     name,
@@ -209,7 +219,7 @@ impl App {
             Some(d) => Line::from(vec![
                 Span::raw(format!(" {} {} ", d.id, sanitize_terminal(&d.name))),
                 Span::styled(d.status.as_str(), self.status_style(d.status)),
-                Span::raw(format!(" {} ", d.duration_ms.map_or(String::new(), human_duration))),
+                Span::raw(format!(" {} ", self.duration(d))),
             ]),
             None => Line::raw(format!(" {id} (loading…) ")),
         };
