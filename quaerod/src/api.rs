@@ -7,15 +7,15 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use quaero_shared::{
-    CancelResponse, DefinitionsList, DeleteResponse, ErrorBody, Event, ExecuteResponse, Health, JobDefinition, JobPath,
-    JobStatus, JobsList, Level, LogsResponse, Order, RerunResponse,
+    CancelResponse, DefinitionsList, DeleteResponse, ErrorBody, ExecuteResponse, Health, JobDefinition, JobStatus,
+    JobsList, Level, Order, RerunResponse,
 };
 use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 use crate::engine::{Engine, EngineError};
-use crate::store::{LogQuery, ManagerRecord, RawEvent};
-use crate::time::{clock, rfc3339};
+use crate::store::LogQuery;
+use crate::wire::LogsBody;
 
 /// JSON bodies larger than this are refused (413).
 pub const MAX_BODY: u64 = 1024 * 1024;
@@ -68,6 +68,15 @@ fn reject(e: EngineError) -> Rejection {
 
 fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> warp::reply::Response {
     warp::reply::with_status(warp::reply::json(body), status).into_response()
+}
+
+/// A body already serialised as JSON.
+fn json_bytes(status: StatusCode, body: impl Into<bytes::Bytes>) -> warp::reply::Response {
+    warp::http::Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(body.into().into())
+        .expect("response")
 }
 
 /// Compares in constant time, so response timing does not reveal how much of a guessed
@@ -282,30 +291,6 @@ pub mod handlers {
         eng.get_job(&id).map(|j| json(StatusCode::OK, &j)).map_err(reject)
     }
 
-    /// Dresses stored events in their ids for the wire.
-    pub fn to_wire(m: &ManagerRecord, raw: Vec<RawEvent>) -> Vec<Event> {
-        let mgr = JobPath::manager(m.num);
-        let mgr_id = mgr.to_string();
-        raw.into_iter()
-            .map(|r| {
-                let step = (r.step > 0).then(|| JobPath::step(m.num, r.step));
-                let job = if r.child > 0 { JobPath::child(m.num, r.step, r.child) } else { step.unwrap_or(mgr) };
-                Event {
-                    seq: r.seq,
-                    job_id: job.to_string(),
-                    step_id: step.map(|s| s.to_string()),
-                    manager_id: mgr_id.clone(),
-                    step_name: step.and_then(|_| m.steps.get(r.step as usize - 1).map(|s| s.name.clone())),
-                    level: r.level,
-                    message: r.message,
-                    originator: r.originator,
-                    timestamp: clock(r.ts_ms),
-                    full_timestamp: rfc3339(r.ts_ms),
-                }
-            })
-            .collect()
-    }
-
     pub async fn logs(
         id: String,
         eng: Arc<Engine>,
@@ -343,20 +328,10 @@ pub mod handlers {
             .await
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
             .map_err(|e| reject(e.into()))?;
-        let logs = to_wire(&m, page.events);
         let order = if after.is_some() { Order::Asc } else { order };
-        Ok(json(
-            StatusCode::OK,
-            &LogsResponse {
-                job_id: id,
-                count: logs.len() as u64,
-                logs,
-                limit: limit as u64,
-                order,
-                level: level_name,
-                last_seq: page.last_seq,
-            },
-        ))
+        let body = LogsBody::new(&id, &m, &page.events, limit as u64, order, &level_name, page.last_seq);
+        let bytes = serde_json::to_vec(&body).expect("logs page serialises");
+        Ok(json_bytes(StatusCode::OK, bytes))
     }
 
     pub async fn cancel(id: String, eng: Arc<Engine>) -> Result<warp::reply::Response, Rejection> {

@@ -10,6 +10,7 @@
 //! - [`server`]: wires it all together; [`server::run`] is the one entry point.
 //! - [`metrics`]: `GET /metrics` (Prometheus text format).
 //! - [`time`]: timestamp formatting.
+//! - `wire`: logs pages serialised straight from stored records.
 
 pub mod aggregator;
 pub mod api;
@@ -20,4 +21,5 @@ pub mod metrics;
 pub mod server;
 pub mod store;
 pub mod time;
+mod wire;
 pub mod ws;
