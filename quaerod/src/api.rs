@@ -14,6 +14,7 @@ use warp::http::StatusCode;
 use warp::{Filter, Rejection, Reply};
 
 use crate::engine::{Engine, EngineError};
+use crate::page_cache::PageKey;
 use crate::store::LogQuery;
 use crate::wire::LogsBody;
 
@@ -322,15 +323,23 @@ pub mod handlers {
             }
         };
         let (path, m) = eng.resolve(&id).map_err(reject)?;
-        let query = LogQuery { path, limit, order, after, min_level };
+        // Read before the page is: see page_cache for why that order makes sharing safe.
+        let version = eng.store.version(path);
+        let key = PageKey { id: id.clone(), limit, order, after, min_level };
         let store = eng.store.clone();
-        let page = tokio::task::spawn_blocking(move || store.read_logs(&query))
+        let read = || async move {
+            tokio::task::spawn_blocking(move || {
+                let query = LogQuery { path, limit, order, after, min_level };
+                let page = store.read_logs(&query).map_err(|e| reject(e.into()))?;
+                // `after` reads are always oldest first.
+                let order = if after.is_some() { Order::Asc } else { order };
+                let body = LogsBody::new(&id, &m, &page.events, limit as u64, order, &level_name, page.last_seq);
+                Ok::<_, Rejection>(bytes::Bytes::from(serde_json::to_vec(&body).expect("logs page serialises")))
+            })
             .await
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-            .map_err(|e| reject(e.into()))?;
-        let order = if after.is_some() { Order::Asc } else { order };
-        let body = LogsBody::new(&id, &m, &page.events, limit as u64, order, &level_name, page.last_seq);
-        let bytes = serde_json::to_vec(&body).expect("logs page serialises");
+        };
+        let bytes = eng.pages.get_or_read(key, version, read).await?;
         Ok(json_bytes(StatusCode::OK, bytes))
     }
 
@@ -487,6 +496,66 @@ mod tests {
         assert!(seqs.len() >= 3 && seqs.windows(2).all(|w| w[0] < w[1]), "{seqs:?}");
         let (s, _, _) = call(&f, None, warp::test::request().path("/api/jobs/m999/logs")).await;
         assert_eq!(s, StatusCode::NOT_FOUND);
+    }
+
+    /// Logs pages are shared between requests only while nothing changed in their scope:
+    /// an event in the scope is in the very next read; events elsewhere do not cost a read.
+    #[tokio::test]
+    async fn shared_pages_never_hide_a_commit() {
+        use crate::store::NewEvent;
+        use quaero_shared::{JobPath, Originator};
+        let f = fixture().await;
+        let mgr = run_three(&f).await;
+        let step = format!("{mgr}-s1");
+        let path = JobPath::parse(&step).unwrap();
+        let page = |id: String| {
+            let f = &f;
+            async move {
+                let (s, b, _) =
+                    call(f, None, warp::test::request().path(&format!("/api/jobs/{id}/logs?limit=100&order=asc")))
+                        .await;
+                assert_eq!(s, StatusCode::OK, "{b}");
+                let msgs: Vec<String> =
+                    b["logs"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap().to_string()).collect();
+                msgs
+            }
+        };
+        let append = |p: JobPath, message: &str| {
+            let store = f.engine.store.clone();
+            let e = NewEvent {
+                path: p,
+                level: Level::Info,
+                originator: Originator::Step,
+                ts_ms: 0,
+                message: message.into(),
+            };
+            async move {
+                store.append(vec![e]).await.unwrap();
+                store.sync().await.unwrap();
+            }
+        };
+        let before = page(step.clone()).await;
+        let reads = f.engine.pages.reads();
+        assert_eq!(page(step.clone()).await, before);
+        assert_eq!(f.engine.pages.reads(), reads, "an unchanged page is shared, not read again");
+
+        append(path, "late line").await;
+        let after = page(step.clone()).await;
+        assert_eq!(after.len(), before.len() + 1);
+        assert_eq!(after.last().map(String::as_str), Some("late line"));
+
+        // An event of the manager itself: the step's page stays shared, the manager's changes.
+        let manager_page = page(mgr.clone()).await;
+        let reads = f.engine.pages.reads();
+        append(path.manager_path(), "manager line").await;
+        assert_eq!(page(step.clone()).await, after);
+        assert_eq!(f.engine.pages.reads(), reads, "another scope's event does not invalidate the step's page");
+        let manager_after = page(mgr.clone()).await;
+        assert_eq!(manager_after.len(), manager_page.len() + 1);
+        assert_eq!(manager_after.last().map(String::as_str), Some("manager line"));
+        // Events of a step are in its manager's page too.
+        append(path, "step line").await;
+        assert_eq!(page(mgr.clone()).await.last().map(String::as_str), Some("step line"));
     }
 
     #[tokio::test]

@@ -51,6 +51,10 @@ pub struct Cli {
     /// [storage] retention: finished managers older than this are deleted ("off" keeps all).
     #[arg(long, value_name = "DUR")]
     pub retention: Option<String>,
+    /// [server] share_log_pages: serve one read of a logs page to every client asking for
+    /// the same page while it is current (true, the default) or read it for each (false).
+    #[arg(long, value_name = "true|false")]
+    pub share_log_pages: Option<String>,
     /// If the data directory cannot be opened, move it aside (renamed with a timestamp)
     /// and start with an empty one. Nothing is deleted.
     #[arg(long)]
@@ -102,6 +106,7 @@ pub struct Config {
     pub max_events_per_job: u64,
     /// None = keep finished managers forever.
     pub retention: Option<Duration>,
+    pub share_log_pages: bool,
     /// `--recover`: move an unreadable data directory aside and start empty.
     pub recover: bool,
 }
@@ -134,6 +139,7 @@ const KEYS: &[(&str, &str)] = &[
     ("jobs.definitions_dir", "./jobs"),
     ("storage.max_events_per_job", "100000"),
     ("storage.retention", "7d"),
+    ("server.share_log_pages", "true"),
 ];
 
 /// A raw value and where it came from, for error messages.
@@ -179,7 +185,7 @@ impl Config {
                 layers.insert(key, (v.clone(), var));
             }
         }
-        let flags: [(&str, &Option<String>, &str); 10] = [
+        let flags: [(&str, &Option<String>, &str); 11] = [
             ("server.host", &cli.host, "--host"),
             ("server.port", &cli.port, "--port"),
             ("storage.path", &cli.data, "--data"),
@@ -190,6 +196,7 @@ impl Config {
             ("server.auth_token", &cli.auth_token, "--auth-token"),
             ("storage.max_events_per_job", &cli.max_events_per_job, "--max-events-per-job"),
             ("storage.retention", &cli.retention, "--retention"),
+            ("server.share_log_pages", &cli.share_log_pages, "--share-log-pages"),
         ];
         for (key, v, flag) in flags {
             if let Some(v) = v {
@@ -274,6 +281,11 @@ impl Config {
             }
             Ok(Some(d))
         })?;
+        let share_log_pages = parse("server.share_log_pages", get("server.share_log_pages"), |s| match s {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(format!("{s:?} is not true or false")),
+        })?;
         Ok(Config {
             host,
             port,
@@ -285,6 +297,7 @@ impl Config {
             definitions_dir,
             max_events_per_job,
             retention,
+            share_log_pages,
             recover: false,
         })
     }
@@ -312,6 +325,10 @@ mod tests {
         assert_eq!(c.max_events_per_job, 100_000);
         assert_eq!(c.retention, Some(Duration::from_secs(7 * 24 * 3600)));
         assert_eq!(load(&["--retention", "off"], &[]).unwrap().retention, None);
+        assert!(c.share_log_pages);
+        assert!(!load(&[], &[("QUAERO_SERVER_SHARE_LOG_PAGES", "false")]).unwrap().share_log_pages);
+        let e = load(&["--share-log-pages", "no"], &[]).unwrap_err().to_string();
+        assert!(e.contains("server.share_log_pages") && e.contains("--share-log-pages"), "{e}");
         let e = load(&[], &[("QUAERO_STORAGE_RETENTION", "forever")]).unwrap_err().to_string();
         assert!(e.contains("storage.retention") && e.contains("QUAERO_STORAGE_RETENTION"), "{e}");
         let e = load(&["--max-events-per-job=-1"], &[]).unwrap_err().to_string();

@@ -9,6 +9,7 @@
 //! - [`ws`]: the `/ws` endpoint: one outbox per client, fed by the aggregator.
 //! - [`server`]: wires it all together; [`server::run`] is the one entry point.
 //! - [`metrics`]: `GET /metrics` (Prometheus text format).
+//! - `page_cache`: logs pages shared by the clients that ask for the same one.
 //! - [`time`]: timestamp formatting.
 //! - `wire`: logs pages serialised straight from stored records.
 
@@ -18,6 +19,7 @@ mod assets;
 pub mod config;
 pub mod engine;
 pub mod metrics;
+mod page_cache;
 pub mod server;
 pub mod store;
 pub mod time;

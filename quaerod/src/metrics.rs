@@ -29,6 +29,7 @@ pub struct Metrics {
     pub ws_clients_dropped: IntCounter,
     pub http_requests: IntCounterVec,
     pub http_seconds: HistogramVec,
+    pub log_pages: IntCounterVec,
     pub store_bytes: IntGauge,
 }
 
@@ -105,6 +106,18 @@ impl Metrics {
                     HistogramOpts::new("quaero_http_request_seconds", "HTTP request latency by route, in seconds.")
                         .buckets(prometheus::exponential_buckets(0.0001, 3.0, 10).expect("buckets")),
                     &["route"],
+                )
+                .expect("metric"),
+            ),
+            log_pages: reg(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new(
+                        "quaero_log_pages_total",
+                        "Logs pages served: result=read (read from the store) or shared (a page already \
+                         read for the same request at the same version).",
+                    ),
+                    &["result"],
                 )
                 .expect("metric"),
             ),

@@ -362,7 +362,7 @@ impl Stats {
 }
 
 /// Sort order of `GET /api/jobs/{id}/logs`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Order {
     #[default]

@@ -17,6 +17,11 @@ async fn metrics_count_what_a_job_did() {
     let ingested_before = sample(&before, "quaero_events_ingested_total").unwrap_or(0.0);
     let m = api.execute("e500").await;
     assert_eq!(api.wait_terminal(&m, 20).await, "completed");
+    // The same page twice: read once, then shared (nothing changed in between).
+    for _ in 0..2 {
+        let (status, page) = api.get(&format!("/api/jobs/{m}-s1/logs?limit=100")).await;
+        assert_eq!((status, page["count"].as_u64()), (200, Some(100)), "{page}");
+    }
 
     let r = reqwest::get(d.url("/metrics")).await.unwrap();
     assert_eq!(r.status().as_u16(), 200);
@@ -38,6 +43,8 @@ async fn metrics_count_what_a_job_did() {
             == Some(1.0),
         "{text}"
     );
+    assert_eq!(sample(&text, "quaero_log_pages_total{result=\"read\"}"), Some(1.0), "{text}");
+    assert_eq!(sample(&text, "quaero_log_pages_total{result=\"shared\"}"), Some(1.0), "{text}");
     for name in ["quaero_ws_clients", "quaero_triggers_sent_total", "quaero_triggers_merged_total"] {
         assert!(text.contains(&format!("# TYPE {name} ")), "{name} missing: {text}");
     }

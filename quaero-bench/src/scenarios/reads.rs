@@ -1,7 +1,8 @@
 //! Scenario 5: read latency. The last 100 events of a step over HTTP (what the dashboard
 //! fetches for an open panel), sequentially on one keep-alive connection, against two
 //! daemons side by side: one holding 10k events, one holding 1M. Requests alternate
-//! between them in chunks of 100.
+//! between them in chunks of 100. Both run with `share_log_pages = false`: every request is
+//! a read from the store, not a page shared from the previous request.
 
 use std::time::Instant;
 
@@ -72,8 +73,11 @@ pub async fn run(ctx: &Ctx) -> Result<ScenarioReport> {
     };
     let requests = if ctx.quick { 200 } else { 2_000 };
     let rounds = ctx.rounds(3);
-    let ds = Daemon::start(&ctx.bin, &[]).await?;
-    let db = Daemon::start(&ctx.bin, &[]).await?;
+    // Unshared, so that every request is a read from the store: the same page asked for
+    // again would otherwise be served from the first read.
+    let args = ["--share-log-pages", "false"];
+    let ds = Daemon::start(&ctx.bin, &args).await?;
+    let db = Daemon::start(&ctx.bin, &args).await?;
     let res = async {
         let (small_step, ..) = ingest_into(&ds, small).await?;
         let (big_step, ..) = ingest_into(&db, big).await?;
@@ -158,7 +162,7 @@ pub async fn run(ctx: &Ctx) -> Result<ScenarioReport> {
         name: "reads",
         title: "Read latency",
         setup: format!(
-            "GET /api/jobs/<step>/{LAST_100}, sequential on one keep-alive connection; the step holds all events ({} × {} and {} × {}); {requests} requests per side per round, alternating in chunks of {CHUNK}; {rounds} rounds (percentiles per round, median of rounds)",
+            "GET /api/jobs/<step>/{LAST_100}, sequential on one keep-alive connection, share_log_pages = false (every request reads the store); the step holds all events ({} × {} and {} × {}); {requests} requests per side per round, alternating in chunks of {CHUNK}; {rounds} rounds (percentiles per round, median of rounds)",
             small.children, small.per_child, big.children, big.per_child
         ),
         metrics,

@@ -41,6 +41,8 @@ struct Side {
     label: &'static str,
     mode: &'static str,
     watched: bool,
+    /// `[server] share_log_pages`.
+    share: bool,
 }
 
 /// One run, as measured.
@@ -94,7 +96,8 @@ fn load_demo(shape: &Shape) -> serde_json::Value {
 }
 
 async fn run_once(ctx: &Ctx, shape: &Shape, side: Side) -> Result<Run> {
-    let daemon = Daemon::start(&ctx.bin, &["--mode", side.mode]).await?;
+    let share = if side.share { "true" } else { "false" };
+    let daemon = Daemon::start(&ctx.bin, &["--mode", side.mode, "--share-log-pages", share]).await?;
     let res = measure(&daemon, shape, side).await;
     let stopped = daemon.stop().await;
     let run = res?;
@@ -187,20 +190,20 @@ async fn measure(daemon: &Daemon, shape: &Shape, side: Side) -> Result<Run> {
     })
 }
 
-/// Runs A and B alternately, `rounds` times each.
-async fn alternate(ctx: &Ctx, shape: &Shape, a: Side, b: Side, rounds: usize) -> Result<(Vec<Run>, Vec<Run>)> {
-    let (mut ra, mut rb) = (Vec::new(), Vec::new());
+/// Runs the sides one after another (A B C A B C …), `rounds` times each.
+async fn alternate<const N: usize>(ctx: &Ctx, shape: &Shape, sides: [Side; N], rounds: usize) -> Result<[Vec<Run>; N]> {
+    let mut out: [Vec<Run>; N] = std::array::from_fn(|_| Vec::new());
     for round in 1..=rounds {
-        for (side, out) in [(a, &mut ra), (b, &mut rb)] {
-            let r = run_once(ctx, shape, side).await?;
+        for (side, runs) in sides.iter().zip(out.iter_mut()) {
+            let r = run_once(ctx, shape, *side).await?;
             eprintln!(
-                "  round {round}/{rounds} {:<22} terminal {:.3} s, server CPU {:.2} s",
+                "  round {round}/{rounds} {:<28} terminal {:.3} s, server CPU {:.2} s",
                 side.label, r.terminal_s, r.cpu_s
             );
-            out.push(r);
+            runs.push(r);
         }
     }
-    Ok((ra, rb))
+    Ok(out)
 }
 
 fn col(runs: &[Run], f: fn(&Run) -> f64) -> Vec<f64> {
@@ -218,7 +221,7 @@ fn ratios(a: &[Run], b: &[Run]) -> Vec<f64> {
 
 fn setup(shape: &Shape, rounds: usize) -> String {
     format!(
-        "load-demo shape: warm-up step ({} events, 10 ms apart) + {} children × {} events; watched = {} WebSocket clients ({} never read, {} refetch last-100 per trigger like the dashboard); {} rounds alternating",
+        "load-demo shape: warm-up step ({} events, 10 ms apart) + {} children × {} events; watched = {} WebSocket clients ({} never read, {} refetch last-100 per trigger like the dashboard); \"pages not shared\" = the same with share_log_pages = false (every refetch read from the store); {} rounds alternating",
         shape.warmup,
         shape.children,
         shape.per_child,
@@ -234,9 +237,10 @@ pub async fn watching(ctx: &Ctx) -> Result<ScenarioReport> {
     let shape = Shape::new(ctx);
     // The run takes ~0.25 s and the target allows 5%: more rounds steady the median.
     let rounds = ctx.rounds(9);
-    let a = Side { label: "0 clients", mode: "trigger", watched: false };
-    let b = Side { label: "watched (trigger)", mode: "trigger", watched: true };
-    let (ra, rb) = alternate(ctx, &shape, a, b, rounds).await?;
+    let a = Side { label: "0 clients", mode: "trigger", watched: false, share: true };
+    let b = Side { label: "watched (trigger)", mode: "trigger", watched: true, share: true };
+    let c = Side { label: "watched, pages not shared", mode: "trigger", watched: true, share: false };
+    let [ra, rb, rc] = alternate(ctx, &shape, [a, b, c], rounds).await?;
     let n = shape.clients();
     let metrics = vec![
         Metric::rounds("time to terminal, 0 clients", "s", col(&ra, |r| r.terminal_s), None),
@@ -247,8 +251,16 @@ pub async fn watching(ctx: &Ctx) -> Result<ScenarioReport> {
             ratios(&ra, &rb),
             Target::at_most(1.05, "≤ 1.05"),
         ),
+        Metric::rounds(
+            format!("time to terminal, {n} clients, pages not shared"),
+            "s",
+            col(&rc, |r| r.terminal_s),
+            None,
+        ),
+        Metric::rounds(format!("ratio {n} clients, pages not shared / 0 clients"), "×", ratios(&ra, &rc), None),
         Metric::rounds("server CPU, 0 clients", "s", col(&ra, |r| r.cpu_s), None),
         Metric::rounds(format!("server CPU, {n} clients"), "s", col(&rb, |r| r.cpu_s), None),
+        Metric::rounds(format!("server CPU, {n} clients, pages not shared"), "s", col(&rc, |r| r.cpu_s), None),
         Metric::rounds(format!("bench (clients) CPU, {n} clients"), "s", col(&rb, |r| r.bench_cpu_s), None),
         Metric::rounds("fan-out step alone, 0 clients", "s", col(&ra, fan_out_s), None),
         Metric::rounds(format!("fan-out step alone, {n} clients"), "s", col(&rb, fan_out_s), None),
@@ -261,7 +273,7 @@ pub async fn watching(ctx: &Ctx) -> Result<ScenarioReport> {
         title: "Watching is free",
         setup: setup(&shape, rounds),
         metrics,
-        details: json!({ "shape": shape, "unwatched": ra, "watched": rb }),
+        details: json!({ "shape": shape, "unwatched": ra, "watched": rb, "watched_not_shared": rc }),
         error: None,
     })
 }
@@ -270,9 +282,9 @@ pub async fn watching(ctx: &Ctx) -> Result<ScenarioReport> {
 pub async fn push(ctx: &Ctx) -> Result<ScenarioReport> {
     let shape = Shape::new(ctx);
     let rounds = ctx.rounds(5);
-    let a = Side { label: "trigger, watched", mode: "trigger", watched: true };
-    let b = Side { label: "push, watched", mode: "push", watched: true };
-    let (ra, rb) = alternate(ctx, &shape, a, b, rounds).await?;
+    let a = Side { label: "trigger, watched", mode: "trigger", watched: true, share: true };
+    let b = Side { label: "push, watched", mode: "push", watched: true, share: true };
+    let [ra, rb] = alternate(ctx, &shape, [a, b], rounds).await?;
     let kb = |r: &Run| r.bytes_per_client / 1024.0;
     let metrics = vec![
         Metric::rounds("time to terminal, trigger", "s", col(&ra, |r| r.terminal_s), None),

@@ -21,6 +21,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::aggregator::Aggregator;
 use crate::config::Config;
+use crate::page_cache::PageCache;
 use crate::store::{ChildRecord, ManagerRecord, StepRecord, Store, StoreError};
 use crate::time::{now_ms, rfc3339};
 use definition::{Loaded, Plan};
@@ -90,6 +91,8 @@ pub struct Engine {
     /// fan out), so `concurrency` bounds what runs at once across all managers.
     pub pool: Arc<Semaphore>,
     pub http: reqwest::Client,
+    /// Logs pages read for one client and shared with the others asking for the same.
+    pub pages: PageCache,
     tasks: TaskTracker,
     shutting_down: CancellationToken,
 }
@@ -102,6 +105,7 @@ impl Engine {
             .expect("http client");
         Arc::new(Engine {
             pool: Arc::new(Semaphore::new(config.concurrency)),
+            pages: PageCache::new(config.share_log_pages),
             store,
             aggregator,
             config,

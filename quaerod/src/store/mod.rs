@@ -20,6 +20,7 @@ pub mod block;
 mod proptests;
 mod writer;
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
@@ -144,6 +145,29 @@ pub(crate) fn child_key(p: JobPath) -> [u8; 16] {
     k
 }
 
+/// When each scope's events last changed, for caches of read results: `(manager, step)` →
+/// the highest seq handed out by the commit that last added (or trimmed) events of that
+/// step (step 0: the manager's own events), and `(manager, ANY_STEP)` → the same for any
+/// scope of the manager. The writer updates it after applying a batch and before
+/// announcing it; a scope it has no entry for has not changed since the daemon started.
+#[derive(Debug, Default)]
+pub(crate) struct Versions {
+    map: HashMap<(u64, u32), u64>,
+}
+
+const ANY_STEP: u32 = u32::MAX;
+
+impl Versions {
+    fn changed(&mut self, scope: JobPath, version: u64) {
+        self.map.insert((scope.manager, scope.step), version);
+        self.map.insert((scope.manager, ANY_STEP), version);
+    }
+
+    fn forget(&mut self, mgr: u64) {
+        self.map.retain(|k, _| k.0 != mgr);
+    }
+}
+
 /// Status counts of every job, kept by the writer as it commits records (new status in,
 /// previously stored status out), so stats are O(1) to read however many jobs exist.
 #[derive(Debug, Default)]
@@ -196,6 +220,7 @@ struct Inner {
     /// of queueing without limit in memory.
     tx: mpsc::Sender<WriteOp>,
     counters: Arc<Mutex<Counters>>,
+    versions: Arc<Mutex<Versions>>,
     /// Manager numbers: next to hand out and the reserved ceiling. A std Mutex: held for a
     /// few instructions, and once per MANAGER_RESERVE for one durable write.
     managers_alloc: Mutex<(u64, u64)>,
@@ -318,6 +343,7 @@ impl Store {
             }
         }
 
+        let versions = Arc::new(Mutex::new(Versions::default()));
         let (tx, rx) = mpsc::channel(256);
         let writer = writer::Writer::new(
             db.clone(),
@@ -328,6 +354,7 @@ impl Store {
             seq_reserved + 1,
             seq_reserved,
             counters.clone(),
+            versions.clone(),
             listener,
             opts.max_events_per_job,
         );
@@ -346,6 +373,7 @@ impl Store {
                 definitions,
                 tx,
                 counters,
+                versions,
                 managers_alloc: Mutex::new((mgr_reserved + 1, mgr_reserved)),
                 writer: Mutex::new(Some(handle)),
             }),
@@ -448,6 +476,14 @@ impl Store {
     /// manager or a step whatever the log's size; a child's read scans its step's blocks.
     pub fn read_logs(&self, q: &LogQuery) -> Result<LogPage> {
         reader::read(&self.inner.events, q)
+    }
+
+    /// A number that changes whenever the result of a read of `path`'s events may have:
+    /// equal before and after, nothing was added to or removed from that scope in between
+    /// (a child shares its step's number). Increases only.
+    pub fn version(&self, path: JobPath) -> u64 {
+        let step = if path.step == 0 { ANY_STEP } else { path.step };
+        self.inner.versions.lock().expect("versions").map.get(&(path.manager, step)).copied().unwrap_or(0)
     }
 
     pub fn put_definition(&self, def: &JobDefinition) -> Result<()> {

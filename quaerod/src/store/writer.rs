@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 
 use super::block;
 use super::{
-    BLOCK_EVENTS, ChildRecord, Counters, ManagerRecord, NewEvent, Result, SEQ_RESERVE, WriteOp, block_key, child_key,
-    manager_key,
+    BLOCK_EVENTS, ChildRecord, Counters, ManagerRecord, NewEvent, Result, SEQ_RESERVE, Versions, WriteOp, block_key,
+    child_key, manager_key,
 };
 
 /// Events per batch at most: bounds the writer's memory and the latency of a sync queued
@@ -52,6 +52,7 @@ pub(super) struct Writer {
     next_seq: u64,
     seq_reserved: u64,
     counters: Arc<Mutex<Counters>>,
+    versions: Arc<Mutex<Versions>>,
     listener: Arc<dyn CommitListener>,
     /// `[storage] max_events_per_job` (0 = no limit).
     max_events_per_job: u64,
@@ -80,6 +81,7 @@ impl Writer {
         next_seq: u64,
         seq_reserved: u64,
         counters: Arc<Mutex<Counters>>,
+        versions: Arc<Mutex<Versions>>,
         listener: Arc<dyn CommitListener>,
         max_events_per_job: u64,
     ) -> Self {
@@ -92,6 +94,7 @@ impl Writer {
             next_seq,
             seq_reserved,
             counters,
+            versions,
             listener,
             max_events_per_job,
             counts: HashMap::new(),
@@ -284,6 +287,13 @@ impl Writer {
                 scopes.insert(scope, seq);
             }
         }
+        // Readable now: move the scopes' versions before anyone hears of the commit.
+        if !scopes.is_empty() {
+            let mut v = self.versions.lock().expect("versions");
+            for scope in scopes.keys() {
+                v.changed(*scope, self.next_seq - 1);
+            }
+        }
         // Stats move by the difference between what was stored and what is stored now.
         let mut diffs: Vec<(Option<JobStatus>, Option<JobStatus>)> = Vec::new();
         let mut child_batch = sled::Batch::default();
@@ -334,6 +344,7 @@ impl Writer {
 
         for (mgr, reply) in deletes {
             self.forget(mgr);
+            self.versions.lock().expect("versions").forget(mgr);
             let _ = reply.send(self.delete_manager(mgr));
         }
         for s in syncs {
