@@ -6,6 +6,8 @@
 //! Record layout (little endian): `u32 len` of what follows, `u64 seq`, `i64 ts_ms`,
 //! `u8 level`, `u8 originator`, `u32 child` (0 = the step or manager itself), message bytes.
 
+use std::ops::Range;
+
 use quaero_shared::{Level, Originator};
 
 const HEADER: usize = 8 + 8 + 1 + 1 + 4;
@@ -60,20 +62,25 @@ pub fn encode_into(
     buf.extend_from_slice(message.as_bytes());
 }
 
-/// Record boundaries of a block: `(offset, len)` of each record body. Stops at the first
-/// truncated record rather than trusting a damaged length.
-fn records(block: &[u8]) -> impl Iterator<Item = &[u8]> {
+/// Where each record body of a block lies. Stops at the first truncated record rather
+/// than trusting a damaged length.
+fn spans(block: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
     let mut pos = 0usize;
     std::iter::from_fn(move || {
         let len_bytes = block.get(pos..pos + 4)?;
         let len = u32::from_le_bytes(len_bytes.try_into().ok()?) as usize;
-        let body = block.get(pos + 4..pos + 4 + len)?;
-        if len < HEADER {
+        let body = pos + 4..pos + 4 + len;
+        if len < HEADER || body.end > block.len() {
             return None;
         }
-        pos += 4 + len;
+        pos = body.end;
         Some(body)
     })
+}
+
+/// The record bodies of a block.
+fn records(block: &[u8]) -> impl Iterator<Item = &[u8]> {
+    spans(block).map(|r| &block[r])
 }
 
 fn seq_of(body: &[u8]) -> u64 {
@@ -119,8 +126,25 @@ impl Filter {
 }
 
 /// Decodes the records of `block` that `filter` keeps, in ascending seq order.
+#[cfg(test)]
 pub fn decode_block(block: &[u8], step: u32, filter: &Filter) -> Vec<RawEvent> {
     records(block).filter(|b| filter.keeps(b)).map(|b| decode(b, step)).collect()
+}
+
+/// Where the records of `block` that `filter` keeps lie, in ascending seq order, for a
+/// reader that decodes only those it returns ([`seq_at`], [`decode_at`]).
+pub fn kept_spans(block: &[u8], filter: &Filter) -> Vec<Range<usize>> {
+    spans(block).filter(|r| filter.keeps(&block[r.clone()])).collect()
+}
+
+/// The seq of the record at `span` (from [`kept_spans`] of the same block).
+pub fn seq_at(block: &[u8], span: Range<usize>) -> u64 {
+    seq_of(&block[span])
+}
+
+/// The record at `span` (from [`kept_spans`] of the same block).
+pub fn decode_at(block: &[u8], span: Range<usize>, step: u32) -> RawEvent {
+    decode(&block[span], step)
 }
 
 /// Per child (0 = the step or manager itself): how many records a block holds.
@@ -169,6 +193,9 @@ mod tests {
         encode_into(&mut buf, 6, 1001, Level::Error, Originator::Worker, 3, "bad ü");
         encode_into(&mut buf, 9, 1002, Level::Debug, Originator::Worker, 4, "");
         let all = decode_block(&buf, 2, &Filter::default());
+        let spans = kept_spans(&buf, &Filter::default());
+        assert_eq!(spans.iter().map(|r| seq_at(&buf, r.clone())).collect::<Vec<_>>(), [5, 6, 9]);
+        assert_eq!(spans.iter().map(|r| decode_at(&buf, r.clone(), 2)).collect::<Vec<_>>(), all);
         assert_eq!(all.len(), 3);
         assert_eq!(all[1].message, "bad ü");
         assert_eq!(all[1].child, 3);

@@ -534,49 +534,57 @@ mod reader {
     use super::*;
 
     /// Walks the blocks of one or more consecutive scopes in seq order (both directions),
-    /// yielding decoded records.
+    /// yielding records. A block's kept records are located when it is reached, but each
+    /// is decoded only when it is taken: the last 100 of a 512-record block cost 100.
     struct Cursor {
         iter: Box<dyn DoubleEndedIterator<Item = sled::Result<(sled::IVec, sled::IVec)>>>,
         desc: bool,
         filter: Filter,
-        buf: std::collections::VecDeque<RawEvent>,
+        /// The block being walked, its step, and where its records not yet taken lie.
+        block: sled::IVec,
+        step: u32,
+        spans: std::collections::VecDeque<std::ops::Range<usize>>,
         done: bool,
     }
 
     impl Cursor {
-        fn next(&mut self) -> Result<Option<RawEvent>> {
-            loop {
-                if let Some(e) = if self.desc { self.buf.pop_back() } else { self.buf.pop_front() } {
-                    return Ok(Some(e));
-                }
+        /// Reaches the next record, loading blocks as needed; false at the end.
+        fn fill(&mut self) -> Result<bool> {
+            while self.spans.is_empty() {
                 if self.done {
-                    return Ok(None);
+                    return Ok(false);
                 }
                 let item = if self.desc { self.iter.next_back() } else { self.iter.next() };
                 match item {
                     None => self.done = true,
                     Some(kv) => {
                         let (k, v) = kv?;
-                        let step = u32::from_be_bytes(k[8..12].try_into().expect("block key"));
-                        self.buf = block::decode_block(&v, step, &self.filter).into();
+                        self.step = u32::from_be_bytes(k[8..12].try_into().expect("block key"));
+                        self.spans = block::kept_spans(&v, &self.filter).into();
+                        self.block = v;
                     }
                 }
             }
+            Ok(true)
+        }
+
+        fn front(&self) -> Option<&std::ops::Range<usize>> {
+            if self.desc { self.spans.back() } else { self.spans.front() }
+        }
+
+        fn next(&mut self) -> Result<Option<RawEvent>> {
+            if !self.fill()? {
+                return Ok(None);
+            }
+            let span = if self.desc { self.spans.pop_back() } else { self.spans.pop_front() };
+            Ok(span.map(|r| block::decode_at(&self.block, r, self.step)))
         }
 
         fn peek_seq(&mut self) -> Result<Option<u64>> {
-            match self.next()? {
-                None => Ok(None),
-                Some(e) => {
-                    let s = e.seq;
-                    if self.desc {
-                        self.buf.push_back(e)
-                    } else {
-                        self.buf.push_front(e)
-                    }
-                    Ok(Some(s))
-                }
+            if !self.fill()? {
+                return Ok(None);
             }
+            Ok(self.front().map(|r| block::seq_at(&self.block, r.clone())))
         }
     }
 
@@ -603,7 +611,9 @@ mod reader {
             iter: Box::new(events.range(start..=hi.to_vec())),
             desc,
             filter,
-            buf: Default::default(),
+            block: sled::IVec::default(),
+            step: 0,
+            spans: Default::default(),
             done: false,
         })
     }
