@@ -7,6 +7,7 @@
 //! - [`aggregator`]: turns commits into per-client `refresh_step_events` triggers.
 //! - [`api`]: the REST routes (warp filters, handlers, one `recover`).
 //! - [`ws`]: the `/ws` endpoint: one outbox per client, fed by the aggregator.
+//! - `http`: the accept loop (header-read timeout, connection budget).
 //! - [`server`]: wires it all together; [`server::run`] is the one entry point.
 //! - [`metrics`]: `GET /metrics` (Prometheus text format).
 //! - `page_cache`: logs pages shared by the clients that ask for the same one.
@@ -18,6 +19,7 @@ pub mod api;
 mod assets;
 pub mod config;
 pub mod engine;
+mod http;
 pub mod metrics;
 mod page_cache;
 pub mod server;

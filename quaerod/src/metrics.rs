@@ -30,6 +30,7 @@ pub struct Metrics {
     pub http_requests: IntCounterVec,
     pub http_seconds: HistogramVec,
     pub log_pages: IntCounterVec,
+    pub http_connections_shed: IntCounter,
     pub store_bytes: IntGauge,
 }
 
@@ -120,6 +121,10 @@ impl Metrics {
                     &["result"],
                 )
                 .expect("metric"),
+            ),
+            http_connections_shed: counter(
+                "quaero_http_connections_shed_total",
+                "Idle HTTP connections closed to stay within the connection budget (file-descriptor limit).",
             ),
             store_bytes: gauge("quaero_store_size_bytes", "Size of the data directory on disk, in bytes."),
             registry,

@@ -48,6 +48,8 @@ pub struct Server {
 
 impl Server {
     pub async fn start(config: Config) -> Result<Server, StartError> {
+        let fds = crate::http::raise_fd_limit();
+        tracing::debug!(limit = fds, "file descriptor limit");
         let aggregator = Aggregator::new(config.time_threshold, config.mode);
         let opts = StoreOptions { max_events_per_job: config.max_events_per_job };
         let store = match Store::open_with(&config.storage_path, aggregator.clone(), opts) {
@@ -105,8 +107,7 @@ impl Server {
                 tracing::debug!(method = %info.method(), path = info.path(), status = info.status().as_u16(), elapsed = ?info.elapsed(), "request");
             }));
         let routes = host_check.and(routes).recover(crate::api::recover);
-        let server = warp::serve(routes).incoming(self.listener).graceful(stop.clone().cancelled_owned());
-        let server_task = tokio::spawn(server.run());
+        let server_task = tokio::spawn(crate::http::serve(self.listener, routes, stop.clone()));
 
         shutdown.await;
         tracing::info!("shutting down: interrupting running jobs");

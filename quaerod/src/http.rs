@@ -1,0 +1,259 @@
+//! The HTTP accept loop (in place of `warp::serve`, which has neither of the two guards
+//! below): it serves the warp filter over hyper with
+//!
+//! - a **header-read timeout**: a connection that has not sent a complete request head
+//!   within [`HEADER_READ_TIMEOUT`] (a half-sent request, or a keep-alive connection idle
+//!   that long) is closed;
+//! - a **connection budget** below the process's file-descriptor limit: when it is
+//!   reached, the connection idle the longest (no request in progress) is closed to make
+//!   room, so idle or half-sent connections can never take the descriptors that requests,
+//!   the store and running jobs need. Without these, 200 half-sent requests under a
+//!   128-descriptor limit stopped the daemon from answering anyone.
+//!
+//! WebSocket connections leave the budget when they upgrade (the `/ws` handler owns them).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use warp::Filter;
+
+/// A connection must send a complete request head within this long of being accepted or
+/// of its previous response.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Descriptors kept out of the connection budget: the store's files, job pipes, WebSocket
+/// clients, the daemon's own.
+const FD_RESERVE: u64 = 64;
+const MIN_CONNECTIONS: usize = 8;
+const MAX_CONNECTIONS: usize = 16_384;
+
+/// How many HTTP connections may be open, from the current descriptor limit (read at each
+/// accept: it can change under a running daemon, e.g. with `prlimit`).
+fn budget() -> usize {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit(2) writes the struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return MAX_CONNECTIONS;
+    }
+    (lim.rlim_cur.saturating_sub(FD_RESERVE) as usize).clamp(MIN_CONNECTIONS, MAX_CONNECTIONS)
+}
+
+/// Raises the soft descriptor limit to the hard one (systemd and shells often start
+/// services at a soft 1024 under a far higher hard limit); returns the soft limit now.
+pub fn raise_fd_limit() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: get/setrlimit(2) on our own process with a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 0;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                return raised.rlim_cur;
+            }
+        }
+    }
+    lim.rlim_cur
+}
+
+/// One open connection, as the budget sees it.
+struct Conn {
+    /// Requests in progress on it.
+    busy: AtomicUsize,
+    /// When it last had none (accept time at first).
+    idle_since: Mutex<Instant>,
+    close: CancellationToken,
+}
+
+#[derive(Default)]
+struct Conns {
+    open: Mutex<HashMap<u64, Arc<Conn>>>,
+    next_id: AtomicU64,
+}
+
+impl Conns {
+    fn add(self: &Arc<Self>) -> (Arc<Conn>, Registered) {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let conn = Arc::new(Conn {
+            busy: AtomicUsize::new(0),
+            idle_since: Mutex::new(Instant::now()),
+            close: CancellationToken::new(),
+        });
+        self.open.lock().expect("conns").insert(id, conn.clone());
+        (conn, Registered { conns: self.clone(), id })
+    }
+
+    /// Closes the connection idle the longest; false if every one has a request running.
+    fn shed_one(&self) -> bool {
+        let mut open = self.open.lock().expect("conns");
+        let oldest = open
+            .iter()
+            .filter(|(_, c)| c.busy.load(Ordering::Acquire) == 0)
+            .min_by_key(|(_, c)| *c.idle_since.lock().expect("idle"))
+            .map(|(id, _)| *id);
+        match oldest.and_then(|id| open.remove(&id)) {
+            Some(c) => {
+                c.close.cancel();
+                crate::metrics::METRICS.http_connections_shed.inc();
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn len(&self) -> usize {
+        self.open.lock().expect("conns").len()
+    }
+}
+
+/// Removes its connection from the budget when the connection's task ends.
+struct Registered {
+    conns: Arc<Conns>,
+    id: u64,
+}
+
+impl Drop for Registered {
+    fn drop(&mut self) {
+        self.conns.open.lock().expect("conns").remove(&self.id);
+    }
+}
+
+/// Marks a request in progress on its connection for as long as it lives.
+struct Busy(Arc<Conn>);
+
+impl Busy {
+    fn new(c: &Arc<Conn>) -> Busy {
+        c.busy.fetch_add(1, Ordering::AcqRel);
+        Busy(c.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        if self.0.busy.fetch_sub(1, Ordering::AcqRel) == 1 {
+            *self.0.idle_since.lock().expect("idle") = Instant::now();
+        }
+    }
+}
+
+/// The warp service, counting requests in progress on its connection.
+#[derive(Clone)]
+struct Tracked<S> {
+    inner: S,
+    conn: Arc<Conn>,
+}
+
+type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S, R> hyper::service::Service<R> for Tracked<S>
+where
+    S: hyper::service::Service<R>,
+    S::Future: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = BoxFuture<Result<S::Response, S::Error>>;
+
+    fn call(&self, req: R) -> Self::Future {
+        let busy = Busy::new(&self.conn);
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let res = fut.await;
+            drop(busy);
+            res
+        })
+    }
+}
+
+/// Serves `filter` on `listener` until `stop`, then lets open requests finish.
+pub async fn serve<F>(listener: TcpListener, filter: F, stop: CancellationToken)
+where
+    F: Filter + Clone + Send + Sync + 'static,
+    F::Extract: warp::Reply,
+{
+    let graceful = GracefulShutdown::new();
+    let conns = Arc::new(Conns::default());
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = stop.cancelled() => break,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors (EMFILE/ENFILE) despite the budget, or a connection
+                // that died in the queue: make room if we can, then try again shortly.
+                if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) {
+                    tracing::warn!(error = %e, connections = conns.len(), "accept failed: out of descriptors");
+                    if !conns.shed_one() {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let limit = budget();
+        while conns.len() >= limit && conns.shed_one() {}
+        let (conn, registered) = conns.add();
+        let svc = TowerToHyperService::new(warp::service(filter.clone()));
+        let svc = Tracked { inner: svc, conn: conn.clone() };
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let _registered = registered;
+            let mut builder = auto::Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
+            let served = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), svc));
+            tokio::select! {
+                r = served => {
+                    if let Err(e) = r {
+                        tracing::debug!(error = %e, "connection ended with an error");
+                    }
+                }
+                _ = conn.close.cancelled() => tracing::debug!("idle connection closed to make room"),
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sheds_the_longest_idle_and_never_a_busy_connection() {
+        let conns = Arc::new(Conns::default());
+        let (a, _ra) = conns.add();
+        std::thread::sleep(Duration::from_millis(2));
+        let (b, _rb) = conns.add();
+        std::thread::sleep(Duration::from_millis(2));
+        let (c, _rc) = conns.add();
+        let busy_a = Busy::new(&a);
+        assert!(conns.shed_one());
+        assert!(b.close.is_cancelled() && !a.close.is_cancelled() && !c.close.is_cancelled());
+        drop(busy_a); // a is idle again, since now: c has been idle longer
+        assert!(conns.shed_one());
+        assert!(c.close.is_cancelled() && !a.close.is_cancelled());
+        let _busy = Busy::new(&a);
+        assert!(!conns.shed_one(), "a busy connection is never shed");
+        assert_eq!(conns.len(), 1);
+    }
+
+    #[test]
+    fn budget_follows_the_descriptor_limit() {
+        let n = budget();
+        assert!((MIN_CONNECTIONS..=MAX_CONNECTIONS).contains(&n));
+    }
+}
