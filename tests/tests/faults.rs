@@ -610,8 +610,6 @@ async fn cancelled_commands_leave_no_process_behind() {
 }
 
 #[tokio::test]
-#[ignore = "bug: a SIGKILLed daemon leaves the running command's process group alive, and the \
-            restarted daemon runs the step again beside it (two copies at once); see the report"]
 async fn a_command_interrupted_by_a_crash_does_not_keep_running_beside_its_rerun() {
     let marker = format!("300.{}7", std::process::id());
     let def = format!(

@@ -712,3 +712,18 @@ async fn hostile_event_text_is_data_in_the_api_and_never_reaches_the_terminal() 
     let parsed: Vec<Value> = json_out.lines().map(|l| serde_json::from_str(l).expect("JSON line")).collect();
     assert!(parsed.iter().any(|e| e["message"] == HOSTILE.replace("{i}", "2")), "{json_out}");
 }
+
+/// A command gets its job id and the data directory's marker, never the daemon's token,
+/// even when the daemon took the token from its environment.
+#[tokio::test]
+async fn commands_see_their_job_id_and_not_the_daemons_token() {
+    let def = "id = \"env\"\n[[steps]]\nname = \"c\"\ntype = \"command\"\n[steps.config]\n\
+               run = \"echo job=$QUAERO_JOB_ID token=${QUAERO_SERVER_AUTH_TOKEN:-none} marked=${QUAERO_INSTANCE:+yes}\"\n";
+    let d = Daemon::builder().env("QUAERO_SERVER_AUTH_TOKEN", TOKEN).definition("env.toml", def).start();
+    let api = with_token(&d);
+    let m = api.execute("env").await;
+    assert_eq!(api.wait_terminal(&m, 30).await, "completed");
+    let events = api.all_events(&format!("{m}-s1"), 100).await;
+    let line = format!("job={m}-s1 token=none marked=yes");
+    assert!(events.iter().any(|e| e["message"] == line.as_str()), "{line:?} not in {events:?}");
+}

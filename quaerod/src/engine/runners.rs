@@ -146,6 +146,50 @@ fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Set on every command a daemon starts, to its data directory's [`Store::instance`].
+pub const INSTANCE_ENV: &str = "QUAERO_INSTANCE";
+
+/// Kills what commands started by an earlier daemon on this data directory left running
+/// (it was killed before it could stop them): every process group holding a process whose
+/// environment has `QUAERO_INSTANCE=<instance>`. Returns the groups killed. Linux (/proc);
+/// a process that cleared its environment is not found.
+pub fn kill_leftovers(instance: &str) -> Vec<(u32, String)> {
+    let needle = format!("{INSTANCE_ENV}={instance}");
+    let me = std::process::id();
+    // SAFETY: getpgrp(2) has no arguments and cannot fail.
+    let my_group = unsafe { libc::getpgrp() } as u32;
+    let mut groups: Vec<(u32, String)> = Vec::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return groups };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        if pid == me {
+            continue;
+        }
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else { continue };
+        if !env.split(|b| *b == 0).any(|kv| kv == needle.as_bytes()) {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        // pid (comm) state ppid pgrp …: comm may hold spaces, so parse after the last ')'.
+        let Some(pgrp) = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse().ok())
+        else {
+            continue;
+        };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ").trim().to_string();
+        if pgrp == my_group || pgrp == 0 {
+            // Not in a group of its own: only this process.
+            // SAFETY: kill(2) on one pid; no memory involved.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            groups.push((pid, cmdline));
+        } else if !groups.iter().any(|(g, _)| *g == pgrp) {
+            signal_group(pgrp, libc::SIGKILL);
+            groups.push((pgrp, cmdline));
+        }
+    }
+    groups
+}
+
 fn signal_group(pgid: u32, sig: i32) {
     // SAFETY: kill(2) with a negative pid signals the process group; no memory involved.
     unsafe {
@@ -176,7 +220,12 @@ pub async fn command(spec: &CommandSpec, item: Option<&str>, sink: &Sink, cancel
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
-    cmd.envs(&spec.env)
+    // The daemon's token is not the job's business; QUAERO_INSTANCE marks the processes
+    // as this data directory's for a daemon that restarts after a crash.
+    cmd.env_remove("QUAERO_SERVER_AUTH_TOKEN")
+        .env("QUAERO_JOB_ID", sink.path.to_string())
+        .env(INSTANCE_ENV, sink.store.instance())
+        .envs(&spec.env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -36,6 +36,9 @@ pub const BLOCK_EVENTS: usize = 512;
 /// Written once when a data directory is created; checked at every open.
 const FORMAT_KEY: &str = "format";
 const FORMAT: &str = "quaero-store-1";
+/// A random id made when a data directory is created: marks the processes its daemons
+/// start (see [`Store::instance`]).
+const INSTANCE_KEY: &str = "instance";
 /// How far ahead counters are reserved; one durable write per this many numbers.
 const SEQ_RESERVE: u64 = 100_000;
 const MANAGER_RESERVE: u64 = 1_000;
@@ -168,6 +171,20 @@ impl Versions {
     }
 }
 
+/// 128 random bits as hex, from the kernel.
+fn random_id() -> String {
+    let mut buf = [0u8; 16];
+    // SAFETY: getrandom(2) writes at most buf.len() bytes into buf.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n != buf.len() as isize {
+        // No getrandom: time and pid are unique enough for a marker that is not a secret.
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        buf[..8].copy_from_slice(&(t.as_nanos() as u64).to_le_bytes());
+        buf[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// Status counts of every job, kept by the writer as it commits records (new status in,
 /// previously stored status out), so stats are O(1) to read however many jobs exist.
 #[derive(Debug, Default)]
@@ -225,6 +242,7 @@ struct Inner {
     /// few instructions, and once per MANAGER_RESERVE for one durable write.
     managers_alloc: Mutex<(u64, u64)>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    instance: String,
 }
 
 /// Why the store could not be opened.
@@ -319,6 +337,15 @@ impl Store {
                 db.flush().map_err(sled_err)?;
             }
         }
+        let instance = match meta.get(INSTANCE_KEY).map_err(sled_err)? {
+            Some(v) => String::from_utf8_lossy(&v).into_owned(),
+            None => {
+                let id = random_id();
+                meta.insert(INSTANCE_KEY, id.as_bytes()).map_err(sled_err)?;
+                db.flush().map_err(sled_err)?;
+                id
+            }
+        };
         // Everything below a reservation may have been handed out before a crash: start
         // above it.
         let seq_reserved = read_counter("seq")?;
@@ -375,9 +402,17 @@ impl Store {
                 counters,
                 versions,
                 managers_alloc: Mutex::new((mgr_reserved + 1, mgr_reserved)),
+                instance,
                 writer: Mutex::new(Some(handle)),
             }),
         })
+    }
+
+    /// This data directory's id (32 hex digits, made when it was created). Every process a
+    /// daemon on it starts carries it in `QUAERO_INSTANCE`, so that the next daemon on the
+    /// same directory can find what a crashed one left running.
+    pub fn instance(&self) -> &str {
+        &self.inner.instance
     }
 
     /// A manager number never handed out before, also across crashes.
