@@ -137,17 +137,25 @@ impl Outbox {
         self.with(|p| p.stats = Some(s));
     }
 
-    fn add_log(&self, mgr: u64, json: &Arc<str>) {
-        if !self.wants(mgr) {
-            return;
-        }
+    /// Push mode: one commit's `job_log` messages (manager number, message), under one lock.
+    fn add_logs(&self, logs: &[(u64, Arc<str>)]) {
+        let filter = self.filter.lock().expect("filter").clone();
+        let mut dropped = 0;
         self.with(|p| {
-            if p.logs.len() >= PUSH_QUEUE {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-            } else {
-                p.logs.push_back(json.clone());
+            for (mgr, json) in logs {
+                if !(filter.is_empty() || filter.contains(mgr)) {
+                    continue;
+                }
+                if p.logs.len() >= PUSH_QUEUE {
+                    dropped += 1;
+                } else {
+                    p.logs.push_back(json.clone());
+                }
             }
         });
+        if dropped > 0 {
+            self.dropped.fetch_add(dropped, Ordering::Relaxed);
+        }
     }
 
     pub fn add_error(&self, message: String) {
@@ -351,28 +359,38 @@ impl CommitListener for Aggregator {
             }
             return;
         }
-        // Push mode: the old design, one message per event to every client.
-        for (seq, e) in c.events {
-            let p = e.path;
-            let step = p.step_path();
-            let event = Event {
-                seq: *seq,
-                job_id: p.to_string(),
-                step_id: step.map(|s| s.to_string()),
-                manager_id: p.manager_path().to_string(),
-                step_name: step.and_then(|st| s.step_names.get(&st).cloned()),
-                level: e.level,
-                message: e.message.clone(),
-                originator: e.originator,
-                timestamp: clock(e.ts_ms),
-                full_timestamp: rfc3339(e.ts_ms),
-            };
-            let json: Arc<str> = serde_json::to_string(&ServerMessage::JobLog(quaero_shared::JobLog { event }))
-                .expect("event serialises")
-                .into();
-            for o in s.clients.values() {
-                o.add_log(p.manager, &json);
-            }
+        // Push mode: the old design, one message per event to every client. What needs
+        // the state is copied out under the lock; the serialising and the queueing happen
+        // without it, so WebSocket tasks and the engine never wait on a large batch.
+        let names: HashMap<JobPath, String> =
+            c.scopes.iter().filter_map(|(scope, _)| s.step_names.get(scope).map(|n| (*scope, n.clone()))).collect();
+        let clients: Vec<Arc<Outbox>> = s.clients.values().cloned().collect();
+        drop(s);
+        let logs: Vec<(u64, Arc<str>)> = c
+            .events
+            .iter()
+            .map(|(seq, e)| {
+                let p = e.path;
+                let step = p.step_path();
+                let event = Event {
+                    seq: *seq,
+                    job_id: p.to_string(),
+                    step_id: step.map(|s| s.to_string()),
+                    manager_id: p.manager_path().to_string(),
+                    step_name: step.and_then(|st| names.get(&st).cloned()),
+                    level: e.level,
+                    message: e.message.clone(),
+                    originator: e.originator,
+                    timestamp: clock(e.ts_ms),
+                    full_timestamp: rfc3339(e.ts_ms),
+                };
+                let json = serde_json::to_string(&ServerMessage::JobLog(quaero_shared::JobLog { event }))
+                    .expect("event serialises");
+                (p.manager, json.into())
+            })
+            .collect();
+        for o in clients {
+            o.add_logs(&logs);
         }
     }
 
