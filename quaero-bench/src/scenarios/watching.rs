@@ -219,9 +219,14 @@ fn ratios(a: &[Run], b: &[Run]) -> Vec<f64> {
     a.iter().zip(b).map(|(a, b)| b.terminal_s / a.terminal_s).collect()
 }
 
-fn setup(shape: &Shape, rounds: usize) -> String {
+fn setup(shape: &Shape, rounds: usize, unshared_side: bool) -> String {
+    let unshared = if unshared_side {
+        "; \"pages not shared\" = the same with share_log_pages = false (every refetch read from the store)"
+    } else {
+        ""
+    };
     format!(
-        "load-demo shape: warm-up step ({} events, 10 ms apart) + {} children × {} events; watched = {} WebSocket clients ({} never read, {} refetch last-100 per trigger like the dashboard); \"pages not shared\" = the same with share_log_pages = false (every refetch read from the store); {} rounds alternating",
+        "load-demo shape: warm-up step ({} events, 10 ms apart) + {} children × {} events; watched = {} WebSocket clients ({} never read, {} refetch last-100 per trigger like the dashboard){unshared}; {} rounds alternating",
         shape.warmup,
         shape.children,
         shape.per_child,
@@ -271,7 +276,7 @@ pub async fn watching(ctx: &Ctx) -> Result<ScenarioReport> {
         id: 1,
         name: "watching",
         title: "Watching is free",
-        setup: setup(&shape, rounds),
+        setup: setup(&shape, rounds, true),
         metrics,
         details: json!({ "shape": shape, "unwatched": ra, "watched": rb, "watched_not_shared": rc }),
         error: None,
@@ -304,7 +309,7 @@ pub async fn push(ctx: &Ctx) -> Result<ScenarioReport> {
         id: 2,
         name: "push",
         title: "Trigger vs push",
-        setup: setup(&shape, rounds),
+        setup: setup(&shape, rounds, false),
         metrics,
         details: json!({ "shape": shape, "trigger": ra, "push": rb }),
         error: None,
