@@ -246,13 +246,32 @@ fn write_events(out: &mut impl Write, events: &[Event], opts: &TailOptions) -> R
     for e in events {
         if opts.json {
             let line = serde_json::to_string(e).map_err(|err| TailError::Io(io::Error::other(err)))?;
-            writeln!(out, "{line}")?;
+            writeln!(out, "{}", escape_c1(&line))?;
         } else {
             writeln!(out, "{}", format_line(e, opts.timestamps, opts.color))?;
         }
     }
     out.flush()?;
     Ok(())
+}
+
+/// JSON escapes C0 controls but not DEL or the C1 range (U+0080–U+009F), where U+009B is
+/// the 8-bit CSI some terminals obey: those are escaped too (`\u009b`), still valid JSON
+/// for the same text, since they can only occur inside strings.
+fn escape_c1(json: &str) -> std::borrow::Cow<'_, str> {
+    let bad = |c: char| ('\u{7f}'..='\u{9f}').contains(&c);
+    if !json.contains(bad) {
+        return json.into();
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if bad(c) {
+            out.push_str(&format!("\\u{:04x}", c as u32));
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
 }
 
 /// `HH:MM:SS.mmm LEVEL [step/originator] message`, control sequences stripped.
@@ -281,6 +300,17 @@ pub fn format_line(e: &Event, timestamps: bool, color: bool) -> String {
 mod tests {
     use super::*;
     use quaero_shared::Originator;
+
+    #[test]
+    fn json_lines_escape_c1_and_del_and_keep_the_text() {
+        let e = ev("csi \u{9b}31m del \u{7f} nel \u{85} ok é \u{a0}");
+        let line = serde_json::to_string(&e).unwrap();
+        let escaped = escape_c1(&line);
+        assert!(!escaped.chars().any(|c| ('\u{7f}'..='\u{9f}').contains(&c)), "{escaped}");
+        assert!(escaped.contains("\\u009b") && escaped.contains('é') && escaped.contains('\u{a0}'), "{escaped}");
+        let back: Event = serde_json::from_str(&escaped).unwrap();
+        assert_eq!(back, e);
+    }
 
     fn ev(msg: &str) -> Event {
         Event {
