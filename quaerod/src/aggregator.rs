@@ -42,6 +42,8 @@ struct Pending {
     progress: BTreeMap<String, StepProgress>,
     stats: Option<Stats>,
     logs: VecDeque<Arc<str>>,
+    /// Push mode: `job_log` messages dropped since the client last took its messages.
+    logs_dropped: u64,
     errors: Vec<String>,
 }
 
@@ -152,9 +154,11 @@ impl Outbox {
                     p.logs.push_back(json.clone());
                 }
             }
+            p.logs_dropped += dropped;
         });
         if dropped > 0 {
             self.dropped.fetch_add(dropped, Ordering::Relaxed);
+            crate::metrics::METRICS.push_messages_dropped.inc_by(dropped);
         }
     }
 
@@ -170,6 +174,15 @@ impl Outbox {
             p.errors.into_iter().map(|message| OutMsg::Msg(ServerMessage::Error(quaero_shared::WsError { message }))),
         );
         out.extend(p.logs.into_iter().map(OutMsg::Raw));
+        if p.logs_dropped > 0 {
+            // Said, not silent: the client knows its event stream has a gap.
+            out.push(OutMsg::Msg(ServerMessage::Error(quaero_shared::WsError {
+                message: format!(
+                    "push mode: {} job_log messages were dropped because this client reads too slowly (at most {PUSH_QUEUE} are queued); fetch GET /api/jobs/<id>/logs to fill the gap",
+                    p.logs_dropped
+                ),
+            })));
+        }
         if let Some((steps, managers, last_seq)) = p.refresh
             && (!steps.is_empty() || !managers.is_empty())
         {
@@ -560,9 +573,14 @@ mod tests {
             .collect();
         a.committed(&Committed { scopes: &[(step(1, 1), 1)], last_seq: evs.len() as u64, events: &evs });
         let msgs = o.take();
-        assert_eq!(msgs.len(), PUSH_QUEUE);
+        assert_eq!(msgs.len(), PUSH_QUEUE + 1);
         assert_eq!(o.dropped.load(Ordering::Relaxed), 5);
         let OutMsg::Raw(first) = &msgs[0] else { panic!() };
         assert!(first.contains("\"job_log\"") && first.contains("\"e1\""));
+        // The gap is announced once, after the messages that made it.
+        let OutMsg::Msg(ServerMessage::Error(e)) = &msgs[PUSH_QUEUE] else { panic!("{:?}", msgs.last()) };
+        assert!(e.message.contains("5 job_log messages were dropped"), "{}", e.message);
+        a.committed(&Committed { scopes: &[(step(1, 1), 1)], last_seq: 1, events: &evs[..1] });
+        assert_eq!(o.take().len(), 1, "one job_log, no repeated error");
     }
 }

@@ -31,6 +31,7 @@ pub struct Metrics {
     pub http_seconds: HistogramVec,
     pub log_pages: IntCounterVec,
     pub http_connections_shed: IntCounter,
+    pub push_messages_dropped: IntCounter,
     pub store_bytes: IntGauge,
 }
 
@@ -125,6 +126,10 @@ impl Metrics {
             http_connections_shed: counter(
                 "quaero_http_connections_shed_total",
                 "Idle HTTP connections closed to stay within the connection budget (file-descriptor limit).",
+            ),
+            push_messages_dropped: counter(
+                "quaero_push_messages_dropped_total",
+                "Push mode: job_log messages dropped for clients that read too slowly (each such client is told).",
             ),
             store_bytes: gauge("quaero_store_size_bytes", "Size of the data directory on disk, in bytes."),
             registry,
