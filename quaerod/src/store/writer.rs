@@ -171,10 +171,11 @@ impl Writer {
         Ok(Some(seq))
     }
 
-    /// Forgets the counts of a manager that is finished or gone.
+    /// Forgets the counts and versions of a manager that is finished or gone.
     fn forget(&mut self, mgr: u64) {
         self.counts.retain(|k, _| k.0 != mgr);
         self.counted_steps.retain(|k| k.0 != mgr);
+        self.versions.lock().expect("versions").forget(mgr, self.next_seq - 1);
     }
 
     pub(super) fn run(mut self, mut rx: mpsc::Receiver<WriteOp>) {
@@ -344,7 +345,6 @@ impl Writer {
 
         for (mgr, reply) in deletes {
             self.forget(mgr);
-            self.versions.lock().expect("versions").forget(mgr);
             let _ = reply.send(self.delete_manager(mgr));
         }
         for s in syncs {
