@@ -36,6 +36,8 @@ impl Api {
         let http = reqwest::Client::builder()
             .no_proxy()
             .pool_max_idle_per_host(128)
+            // quaerod closes keep-alive connections idle for 10 s.
+            .pool_idle_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(120))
             .build()
             .context("http client")?;

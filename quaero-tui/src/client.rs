@@ -57,6 +57,9 @@ impl Client {
             .connect_timeout(Duration::from_secs(3))
             // Bounded so a hung daemon turns into a retry instead of a frozen tail.
             .timeout(Duration::from_secs(30))
+            // The daemon closes keep-alive connections idle for 10 s: drop them first, so
+            // a request never goes out on one the daemon is closing.
+            .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| ApiError::Unreachable(e.to_string()))?;
         Ok(Self { http, base: base.trim_end_matches('/').to_string(), token })

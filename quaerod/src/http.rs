@@ -47,6 +47,11 @@ fn budget() -> usize {
     (lim.rlim_cur.saturating_sub(FD_RESERVE) as usize).clamp(MIN_CONNECTIONS, MAX_CONNECTIONS)
 }
 
+/// The soft descriptor limit the daemon was started with, before [`raise_fd_limit`]:
+/// commands get it back (programs that `select()` or close every descriptor up to the
+/// limit expect a usual one).
+pub static ORIGINAL_FD_LIMIT: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
 /// Raises the soft descriptor limit to the hard one (systemd and shells often start
 /// services at a soft 1024 under a far higher hard limit); returns the soft limit now.
 pub fn raise_fd_limit() -> u64 {
@@ -56,6 +61,7 @@ pub fn raise_fd_limit() -> u64 {
         if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
             return 0;
         }
+        let _ = ORIGINAL_FD_LIMIT.set(lim.rlim_cur);
         if lim.rlim_cur < lim.rlim_max {
             let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
             if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
@@ -195,9 +201,17 @@ where
                 // that died in the queue: make room if we can, then try again shortly.
                 if matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)) {
                     tracing::warn!(error = %e, connections = conns.len(), "accept failed: out of descriptors");
-                    if !conns.shed_one() {
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
+                    conns.shed_one();
+                    // Give the shed connection's task the moment it needs to close it.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                } else if !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::Interrupted
+                ) {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
                 continue;
             }
@@ -211,6 +225,17 @@ where
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _registered = registered;
+            // hyper's header timer starts only once the first bytes arrived (the auto
+            // builder reads them to tell HTTP/1 from HTTP/2): a connection that sends
+            // nothing at all is bounded here.
+            let mut byte = [0u8; 1];
+            let first = tokio::select! {
+                r = tokio::time::timeout(HEADER_READ_TIMEOUT, stream.peek(&mut byte)) => r,
+                _ = conn.close.cancelled() => return,
+            };
+            if !matches!(first, Ok(Ok(n)) if n > 0) {
+                return;
+            }
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
             let served = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), svc));

@@ -19,7 +19,7 @@ pub mod api;
 mod assets;
 pub mod config;
 pub mod engine;
-mod http;
+pub(crate) mod http;
 pub mod metrics;
 mod page_cache;
 pub mod server;

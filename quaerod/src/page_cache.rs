@@ -40,6 +40,8 @@ pub struct PageKey {
 struct Slot {
     version: u64,
     page: Arc<OnceCell<Bytes>>,
+    /// Bytes counted in `State::bytes` for this slot (0 until its read is accounted).
+    counted: usize,
 }
 
 #[derive(Default)]
@@ -79,8 +81,8 @@ impl PageCache {
                 Some(slot) if slot.version >= version => slot.page.clone(),
                 _ => {
                     let page = Arc::new(OnceCell::new());
-                    if let Some(old) = st.slots.insert(key.clone(), Slot { version, page: page.clone() }) {
-                        st.bytes -= old.page.get().map_or(0, Bytes::len);
+                    if let Some(old) = st.slots.insert(key.clone(), Slot { version, page: page.clone(), counted: 0 }) {
+                        st.bytes -= old.counted;
                     }
                     page
                 }
@@ -106,14 +108,14 @@ impl PageCache {
     /// over a bound.
     fn account(&self, key: &PageKey, page: &Arc<OnceCell<Bytes>>, len: usize) {
         let mut st = self.state.lock().expect("page cache");
-        let current = st.slots.get(key).is_some_and(|s| Arc::ptr_eq(&s.page, page));
-        if !current {
+        let Some(slot) = st.slots.get_mut(key).filter(|s| Arc::ptr_eq(&s.page, page)) else {
             return; // replaced meanwhile by a newer version
-        }
+        };
         if len > MAX_PAGE_BYTES {
             st.slots.remove(key);
             return;
         }
+        slot.counted = len;
         st.bytes += len;
         if st.bytes > MAX_BYTES || st.slots.len() > MAX_PAGES {
             st.slots.clear();

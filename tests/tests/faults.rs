@@ -715,3 +715,19 @@ run = "head -c 100000000 /dev/zero | tr '\\0' 'a' | fold -w 1999"
     assert!(msgs.contains(&"a".repeat(1999).as_str()));
     assert_no_zombie_children(d.pid());
 }
+
+/// A connection that never sends a byte is closed after the 10 s header-read timeout
+/// (hyper's own timer starts only with the first byte).
+#[tokio::test]
+async fn a_connection_that_sends_nothing_is_closed_after_the_header_timeout() {
+    use tokio::io::AsyncReadExt;
+    let d = Daemon::start();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", d.port)).await.unwrap();
+    let t = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf)).await;
+    let took = t.elapsed();
+    eprintln!("closed after {took:?}: {n:?}");
+    assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))), "still open after 30 s: {n:?}");
+    assert!(took >= Duration::from_secs(9), "closed too early ({took:?}): it had 10 s");
+}

@@ -239,11 +239,6 @@ impl Engine {
     /// At start: every manager a crash or a stop left pending or running is resumed; its
     /// interrupted step runs again from the start (children that finished are kept).
     pub async fn recover(self: &Arc<Self>) -> Result<usize> {
-        // A daemon killed without a chance to stop its commands left them running; they
-        // go before their steps run again, or two copies would run side by side.
-        for (group, cmdline) in runners::kill_leftovers(self.store.instance()) {
-            tracing::warn!(group, command = %cmdline, "killed a command an earlier daemon on this data directory left running");
-        }
         let mut stale = Vec::new();
         self.store.for_each_manager_desc(|m| {
             if !m.status.is_terminal() {
@@ -253,6 +248,12 @@ impl Engine {
         })?;
         stale.sort_by_key(|m| m.num);
         let n = stale.len();
+        // A daemon killed without a chance to stop its commands left them running; they
+        // go before their steps run again, or two copies would run side by side.
+        let resuming: std::collections::HashSet<u64> = stale.iter().map(|m| m.num).collect();
+        for (group, cmdline) in runners::kill_leftovers(self.store.instance(), &resuming) {
+            tracing::warn!(group, command = %cmdline, "killed a command an earlier daemon on this data directory left running");
+        }
         for m in stale {
             match definition::validate(&m.definition) {
                 Ok(plan) => {
