@@ -68,7 +68,7 @@ fn reject(e: EngineError) -> Rejection {
 }
 
 fn json<T: serde::Serialize>(status: StatusCode, body: &T) -> warp::reply::Response {
-    warp::reply::with_status(warp::reply::json(body), status).into_response()
+    json_bytes(status, crate::wire::to_json(body))
 }
 
 /// A body already serialised as JSON.
@@ -334,7 +334,7 @@ pub mod handlers {
                 // `after` reads are always oldest first.
                 let order = if after.is_some() { Order::Asc } else { order };
                 let body = LogsBody::new(&id, &m, &page.events, limit as u64, order, &level_name, page.last_seq);
-                Ok::<_, Rejection>(bytes::Bytes::from(serde_json::to_vec(&body).expect("logs page serialises")))
+                Ok::<_, Rejection>(bytes::Bytes::from(crate::wire::to_json(&body)))
             })
             .await
             .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?

@@ -13,6 +13,37 @@ use serde::ser::{SerializeSeq, Serializer};
 use crate::store::{ManagerRecord, RawEvent};
 use crate::time::Stamp;
 
+/// JSON as serde_json writes it, except that DEL and the C1 controls (U+007F–U+009F, where
+/// U+009B is the 8-bit CSI some terminals obey) are `\u` escapes too, like C0 controls: a
+/// response printed raw to a terminal (`curl`) carries no control character of any kind.
+pub struct ControlEscaping;
+
+impl serde_json::ser::Formatter for ControlEscaping {
+    fn write_string_fragment<W: ?Sized + std::io::Write>(&mut self, w: &mut W, fragment: &str) -> std::io::Result<()> {
+        // U+0080–U+009F are 0xC2 0x80–0x9F in UTF-8: most fragments have neither byte.
+        if !fragment.bytes().any(|b| b == 0x7f || b == 0xc2) {
+            return w.write_all(fragment.as_bytes());
+        }
+        let mut start = 0;
+        for (i, c) in fragment.char_indices() {
+            if ('\u{7f}'..='\u{9f}').contains(&c) {
+                w.write_all(fragment[start..i].as_bytes())?;
+                write!(w, "\\u{:04x}", c as u32)?;
+                start = i + c.len_utf8();
+            }
+        }
+        w.write_all(fragment[start..].as_bytes())
+    }
+}
+
+/// `value` as JSON bytes, with [`ControlEscaping`].
+pub fn to_json<T: Serialize + ?Sized>(value: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    let mut ser = serde_json::Serializer::with_formatter(&mut out, ControlEscaping);
+    value.serialize(&mut ser).expect("serialising to memory cannot fail");
+    out
+}
+
 /// A job id (`m12-s3-c40`) formatted on the stack.
 struct Id {
     buf: [u8; 48],
@@ -254,6 +285,19 @@ mod tests {
                 serde_json::to_string(&expected).expect("serialises")
             );
         }
+    }
+
+    #[test]
+    fn c1_controls_and_del_are_escaped_and_the_text_kept() {
+        let text = "csi \u{9b}2J del \u{7f} nel \u{85} é \u{a0} esc \u{1b} end";
+        let json = String::from_utf8(to_json(&serde_json::json!({ "m": text }))).unwrap();
+        assert!(!json.chars().any(|c| c.is_control()), "{json:?}");
+        assert!(json.contains("\\u009b") && json.contains("\\u007f") && json.contains('é'), "{json}");
+        let back: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(back["m"], text);
+        // Without such characters the bytes are serde_json's own.
+        let plain = serde_json::json!({ "m": "plain é \" \n" });
+        assert_eq!(to_json(&plain), serde_json::to_vec(&plain).unwrap());
     }
 
     #[test]

@@ -670,7 +670,10 @@ async fn hostile_event_text_is_data_in_the_api_and_never_reaches_the_terminal() 
     let ct = r.headers().get("content-type").unwrap().to_str().unwrap().to_string();
     assert!(ct.starts_with("application/json"), "{ct}");
     let raw = r.text().await.unwrap();
-    assert!(!raw.contains('\u{1b}') && !raw.contains('\u{7}'), "JSON escapes control characters");
+    assert!(
+        !raw.contains('\u{1b}') && !raw.contains('\u{7}') && !raw.contains('\u{9b}'),
+        "JSON escapes control characters, C1 (the 8-bit CSI) included"
+    );
     let events = api.all_events(&m, 1000).await;
     let messages: Vec<&str> = events.iter().map(|e| e["message"].as_str().unwrap()).collect();
     for i in 1..=3 {

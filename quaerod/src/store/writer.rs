@@ -281,20 +281,32 @@ impl Writer {
 
         // Events first: a reader that sees a job's new status sees its events too.
         self.events.apply_batch(event_batch)?;
+        let mut trimmed = Ok(());
         for job in touched {
-            if let Some(seq) = self.trim(job)? {
-                let (mgr, step, _) = job;
-                let scope = if step == 0 { JobPath::manager(mgr) } else { JobPath::step(mgr, step) };
-                scopes.insert(scope, seq);
+            let (mgr, step, _) = job;
+            let scope = if step == 0 { JobPath::manager(mgr) } else { JobPath::step(mgr, step) };
+            match self.trim(job) {
+                Ok(Some(seq)) => {
+                    scopes.insert(scope, seq);
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    // Part of it may be applied: the scope counts as changed either way.
+                    scopes.entry(scope).or_insert(0);
+                    trimmed = Err(e);
+                    break;
+                }
             }
         }
-        // Readable now: move the scopes' versions before anyone hears of the commit.
+        // Readable now (also when a trim failed halfway): move the scopes' versions before
+        // anyone hears of the commit.
         if !scopes.is_empty() {
             let mut v = self.versions.lock().expect("versions");
             for scope in scopes.keys() {
                 v.changed(*scope, self.next_seq - 1);
             }
         }
+        trimmed?;
         // Stats move by the difference between what was stored and what is stored now.
         let mut diffs: Vec<(Option<JobStatus>, Option<JobStatus>)> = Vec::new();
         let mut child_batch = sled::Batch::default();
