@@ -152,32 +152,63 @@ impl Drop for Busy {
     }
 }
 
-/// The warp service, counting requests in progress on its connection.
-#[derive(Clone)]
-struct Tracked<S> {
+/// The warp service, counting requests in progress on its connection until their response
+/// body is written (so a connection is never shed in the middle of a response).
+struct Tracked<S, B> {
     inner: S,
     conn: Arc<Conn>,
+    body: std::marker::PhantomData<fn() -> B>,
+}
+
+impl<S: Clone, B> Clone for Tracked<S, B> {
+    fn clone(&self) -> Self {
+        Tracked { inner: self.inner.clone(), conn: self.conn.clone(), body: std::marker::PhantomData }
+    }
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S, R> hyper::service::Service<R> for Tracked<S>
+impl<S, R, B> hyper::service::Service<R> for Tracked<S, B>
 where
-    S: hyper::service::Service<R>,
+    S: hyper::service::Service<R, Response = warp::http::Response<B>>,
     S::Future: Send + 'static,
+    B: hyper::body::Body + Send + 'static,
 {
-    type Response = S::Response;
+    type Response = warp::http::Response<TrackedBody<B>>;
     type Error = S::Error;
-    type Future = BoxFuture<Result<S::Response, S::Error>>;
+    type Future = BoxFuture<Result<Self::Response, S::Error>>;
 
     fn call(&self, req: R) -> Self::Future {
         let busy = Busy::new(&self.conn);
         let fut = self.inner.call(req);
-        Box::pin(async move {
-            let res = fut.await;
-            drop(busy);
-            res
-        })
+        Box::pin(async move { Ok(fut.await?.map(|body| TrackedBody { inner: Box::pin(body), _busy: busy })) })
+    }
+}
+
+/// A response body that keeps its request counted as in progress until it is dropped
+/// (written out, or abandoned with the connection).
+struct TrackedBody<B> {
+    inner: Pin<Box<B>>,
+    _busy: Busy,
+}
+
+impl<B: hyper::body::Body> hyper::body::Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        self.inner.as_mut().poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -221,7 +252,7 @@ where
         while conns.len() >= limit && conns.shed_one() {}
         let (conn, registered) = conns.add();
         let svc = TowerToHyperService::new(warp::service(filter.clone()));
-        let svc = Tracked { inner: svc, conn: conn.clone() };
+        let svc = Tracked { inner: svc, conn: conn.clone(), body: std::marker::PhantomData };
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _registered = registered;
