@@ -325,11 +325,11 @@ pub mod handlers {
         let (path, m) = eng.resolve(&id).map_err(reject)?;
         // Read before the page is: see page_cache for why that order makes sharing safe.
         let version = eng.store.version(path);
-        let key = PageKey { id: id.clone(), limit, order, after, min_level };
+        let query = LogQuery { path, limit, order, after, min_level };
+        let key = PageKey { id: id.clone(), query };
         let store = eng.store.clone();
         let read = || async move {
             tokio::task::spawn_blocking(move || {
-                let query = LogQuery { path, limit, order, after, min_level };
                 let page = store.read_logs(&query).map_err(|e| reject(e.into()))?;
                 // `after` reads are always oldest first.
                 let order = if after.is_some() { Order::Asc } else { order };

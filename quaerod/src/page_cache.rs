@@ -17,8 +17,8 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::store::LogQuery;
 use bytes::Bytes;
-use quaero_shared::{Level, Order};
 use tokio::sync::OnceCell;
 
 /// Pages larger than this are served but not kept.
@@ -27,14 +27,12 @@ const MAX_PAGE_BYTES: usize = 1024 * 1024;
 const MAX_BYTES: usize = 32 * 1024 * 1024;
 const MAX_PAGES: usize = 4096;
 
-/// What a page depends on besides the scope's events: the request exactly.
+/// What a page depends on besides the scope's events: the request exactly (the id as
+/// spelled, which the page echoes, and the query).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PageKey {
     pub id: String,
-    pub limit: usize,
-    pub order: Order,
-    pub after: Option<u64>,
-    pub min_level: Option<Level>,
+    pub query: LogQuery,
 }
 
 struct Slot {
@@ -142,7 +140,14 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     fn key(id: &str) -> PageKey {
-        PageKey { id: id.into(), limit: 100, order: Order::Asc, after: None, min_level: None }
+        let query = LogQuery {
+            path: quaero_shared::JobPath::manager(1),
+            limit: 100,
+            order: quaero_shared::Order::Asc,
+            after: None,
+            min_level: None,
+        };
+        PageKey { id: id.into(), query }
     }
 
     async fn get(c: &PageCache, k: &str, version: u64, reads: &AtomicUsize, body: &str) -> Bytes {

@@ -107,7 +107,7 @@ pub struct NewEvent {
 }
 
 /// A read of a scope's events.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct LogQuery {
     pub path: JobPath,
     pub limit: usize,
