@@ -148,6 +148,8 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 
 /// Set on every command a daemon starts, to its data directory's [`Store::instance`].
 pub const INSTANCE_ENV: &str = "QUAERO_INSTANCE";
+/// Set on every command a daemon starts: the id of the step or child it runs for.
+pub const JOB_ID_ENV: &str = "QUAERO_JOB_ID";
 /// Set on every command a daemon starts: `<pid>.<start time>` of that daemon.
 pub const DAEMON_ENV: &str = "QUAERO_DAEMON";
 
@@ -199,7 +201,7 @@ pub fn kill_leftovers(instance: &str, resuming: &std::collections::HashSet<u64>)
         if var(INSTANCE_ENV).as_deref() != Some(instance) {
             continue;
         }
-        let job = var("QUAERO_JOB_ID").and_then(|j| quaero_shared::JobPath::parse(&j));
+        let job = var(JOB_ID_ENV).and_then(|j| quaero_shared::JobPath::parse(&j));
         if !job.is_some_and(|j| resuming.contains(&j.manager)) {
             continue;
         }
@@ -284,7 +286,7 @@ pub async fn command(spec: &CommandSpec, item: Option<&str>, sink: &Sink, cancel
     // after this one was killed (set after the definition's env, which cannot unset them).
     cmd.env_remove("QUAERO_SERVER_AUTH_TOKEN")
         .envs(&spec.env)
-        .env("QUAERO_JOB_ID", sink.path.to_string())
+        .env(JOB_ID_ENV, sink.path.to_string())
         .env(INSTANCE_ENV, sink.store.instance())
         .env(DAEMON_ENV, daemon_marker())
         .stdin(Stdio::null())
