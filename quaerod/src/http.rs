@@ -10,6 +10,12 @@
 //!   the store and running jobs need. Without these, 200 half-sent requests under a
 //!   128-descriptor limit stopped the daemon from answering anyone.
 //!
+//! - a **lingering close**: when a connection ends, its write side is shut and what the
+//!   client still sends is read and dropped for up to [`LINGER`] before the socket closes.
+//!   Closing with unread bytes makes the kernel answer with a reset, and a client still
+//!   writing a refused body (a 413 is sent as soon as the head is read) then fails with
+//!   "broken pipe" instead of reading the 413.
+//!
 //! WebSocket connections leave the budget when they upgrade (the `/ws` handler owns them).
 
 use std::collections::HashMap;
@@ -23,13 +29,20 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use warp::Filter;
 
 /// A connection must send a complete request head within this long of being accepted or
 /// of its previous response.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a closing connection keeps reading (and dropping) what its client still sends.
+pub const LINGER: Duration = Duration::from_secs(5);
+/// At most this many sockets linger at once (they hold descriptors outside the budget);
+/// past it a connection closes at once.
+const MAX_LINGERING: usize = 32;
+static LINGERING: AtomicUsize = AtomicUsize::new(0);
 /// Descriptors kept out of the connection budget: the store's files, job pipes, WebSocket
 /// clients, the daemon's own.
 const FD_RESERVE: u64 = 64;
@@ -212,6 +225,92 @@ impl<B: hyper::body::Body> hyper::body::Body for TrackedBody<B> {
     }
 }
 
+/// The connection's socket, closed with a linger (see the module's doc) when hyper drops
+/// it, unless the connection was shed to free its descriptor.
+struct Lingering {
+    stream: Option<TcpStream>,
+    shed: CancellationToken,
+}
+
+impl Lingering {
+    fn get(&mut self) -> Pin<&mut TcpStream> {
+        Pin::new(self.stream.as_mut().expect("stream is taken only on drop"))
+    }
+}
+
+impl AsyncRead for Lingering {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        self.get_mut().get().poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Lingering {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.get_mut().get().poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.get_mut().get().poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        self.get_mut().get().poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        self.get_mut().get().poll_shutdown(cx)
+    }
+}
+
+impl Drop for Lingering {
+    fn drop(&mut self) {
+        let Some(stream) = self.stream.take() else { return };
+        if self.shed.is_cancelled() {
+            return; // its descriptor is needed now
+        }
+        let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
+        if LINGERING.fetch_add(1, Ordering::AcqRel) >= MAX_LINGERING {
+            LINGERING.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        rt.spawn(async move {
+            linger(stream).await;
+            LINGERING.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+}
+
+/// Shuts the write side (the client sees the end of the response), then reads and drops
+/// what the client still sends until it closes its side or [`LINGER`] has passed.
+async fn linger(mut stream: TcpStream) {
+    let _ = stream.shutdown().await;
+    let mut buf = vec![0u8; 16 * 1024];
+    let _ = tokio::time::timeout(LINGER, async {
+        while let Ok(n) = stream.read(&mut buf).await {
+            if n == 0 {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
 /// Serves `filter` on `listener` until `stop`, then lets open requests finish.
 pub async fn serve<F>(listener: TcpListener, filter: F, stop: CancellationToken)
 where
@@ -269,7 +368,8 @@ where
             }
             let mut builder = auto::Builder::new(TokioExecutor::new());
             builder.http1().timer(TokioTimer::new()).header_read_timeout(HEADER_READ_TIMEOUT);
-            let served = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(stream), svc));
+            let io = Lingering { stream: Some(stream), shed: conn.close.clone() };
+            let served = watcher.watch(builder.serve_connection_with_upgrades(TokioIo::new(io), svc));
             tokio::select! {
                 r = served => {
                     if let Err(e) = r {

@@ -203,6 +203,36 @@ async fn bad_input_is_a_clear_error() {
     assert_eq!(api.wait_terminal(&m, 10).await, "completed");
 }
 
+/// A client still sending a body the daemon refused (the 413 goes out as soon as the head is
+/// read) must be able to finish writing and read the 413, not fail with "broken pipe" or
+/// "connection reset" because the daemon closed the socket on unread bytes.
+#[tokio::test]
+async fn a_refused_body_can_still_be_sent_and_the_413_read() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let d = Daemon::start();
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", d.port)).await.unwrap();
+    let len = 4 * 1024 * 1024;
+    let head = format!(
+        "POST /api/job-definitions HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n\r\n",
+        d.port
+    );
+    s.write_all(head.as_bytes()).await.unwrap();
+    // The daemon answers and ends the connection while the body is still on its way.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let chunk = vec![b' '; 64 * 1024];
+    for i in 0..len / chunk.len() {
+        s.write_all(&chunk).await.unwrap_or_else(|e| panic!("writing body chunk {i} failed: {e}"));
+    }
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut response))
+        .await
+        .expect("the daemon closes the connection")
+        .expect("reading the response");
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 413"), "{text}");
+    assert!(text.contains("body larger than"), "{text}");
+}
+
 #[tokio::test]
 async fn commands_with_hostile_output_and_missing_programs() {
     let defs = r#"
