@@ -349,6 +349,39 @@ async fn sigterm_stops_within_ten_seconds_and_resumes_the_job() {
     assert_eq!(api.wait_terminal(&m, 10).await, "cancelled");
 }
 
+/// Stopping the daemon interrupts jobs; it never cancels them. Many managers, steps and
+/// pool-waiting children wake at once when the daemon stops: none of them may be recorded
+/// as cancelled (a cancelled step or child is not run again at the next start).
+#[tokio::test]
+async fn sigterm_with_many_jobs_running_cancels_none_of_them() {
+    let def = emit_definition("wide", "count = 1000\ninterval_ms = 1000\nchildren = 60");
+    let mut d = Daemon::builder().definition("w.toml", &def).arg("--concurrency").arg("4").start();
+    let api = Api::new(&d);
+    let mut managers = Vec::new();
+    for _ in 0..12 {
+        managers.push(api.execute("wide").await);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for m in &managers {
+        while api.get(&format!("/api/jobs/{m}")).await.1["status"] != "running" {
+            assert!(Instant::now() < deadline, "{m} never ran");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let status = d.stop();
+    assert!(status.success(), "exit status {status:?}");
+    d.restart_any_port();
+    let api = Api::new(&d);
+    for m in &managers {
+        let (_, job) = api.get(&format!("/api/jobs/{m}")).await;
+        assert_eq!(job["status"], "running", "{m}: {job}");
+        assert_eq!(job["child_counts"]["cancelled"], 0, "{m}: {job}");
+        assert_eq!(job["child_counts"]["total"], 60, "{m}: {job}");
+        let (_, step) = api.get(&format!("/api/jobs/{m}-s1")).await;
+        assert_eq!(step["status"], "running", "{m}-s1: {step}");
+    }
+}
+
 #[test]
 fn bad_config_exits_2_naming_the_key() {
     for (args, key) in [

@@ -76,8 +76,13 @@ impl LiveManager {
         }
         self.cancel.cancel();
     }
+    /// Why the manager's token was cancelled (`None` while it is not). [`Self::stop`] sets
+    /// the reason before it cancels; a token cancelled without one was cancelled by its
+    /// parent, the daemon's shutdown token: every task that wakes from it sees `Shutdown`,
+    /// however early it looks.
     pub fn stop_reason(&self) -> Option<StopReason> {
-        self.reason.lock().expect("reason").clone()
+        let r = self.reason.lock().expect("reason");
+        r.clone().or_else(|| self.cancel.is_cancelled().then_some(StopReason::Shutdown))
     }
 }
 
@@ -493,10 +498,12 @@ impl Engine {
     /// Stops taking work, interrupts running jobs (they stay running in the store and are
     /// resumed at the next start), and waits for the managers to wind down.
     pub async fn shutdown(&self, grace: std::time::Duration) {
-        self.shutting_down.cancel();
         for l in self.live.lock().expect("live").values() {
             l.stop(StopReason::Shutdown);
         }
+        // After the reasons are set; a manager spawned in between is cancelled through its
+        // parent token and reads as `Shutdown` too (see `LiveManager::stop_reason`).
+        self.shutting_down.cancel();
         self.tasks.close();
         if tokio::time::timeout(grace, self.tasks.wait()).await.is_err() {
             tracing::warn!("some jobs did not stop within {grace:?}");
