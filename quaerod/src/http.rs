@@ -29,7 +29,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use warp::Filter;
@@ -284,22 +284,33 @@ impl Drop for Lingering {
         if self.shed.is_cancelled() {
             return; // its descriptor is needed now
         }
+        // The end of the response goes out now, not when a busy runtime gets to the task.
+        // SAFETY: shutdown(2) on the descriptor `stream` owns; no memory involved.
+        unsafe { libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(&stream), libc::SHUT_WR) };
+        let mut buf = [0u8; 4096];
+        loop {
+            match stream.try_read(&mut buf) {
+                Ok(0) => return, // the client has closed its side too: nothing to wait for
+                Ok(_) => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => return,
+            }
+        }
         let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
         if LINGERING.fetch_add(1, Ordering::AcqRel) >= MAX_LINGERING {
             LINGERING.fetch_sub(1, Ordering::AcqRel);
             return;
         }
         rt.spawn(async move {
-            linger(stream).await;
+            drain(stream).await;
             LINGERING.fetch_sub(1, Ordering::AcqRel);
         });
     }
 }
 
-/// Shuts the write side (the client sees the end of the response), then reads and drops
-/// what the client still sends until it closes its side or [`LINGER`] has passed.
-async fn linger(mut stream: TcpStream) {
-    let _ = stream.shutdown().await;
+/// Reads and drops what the client still sends until it closes its side or [`LINGER`]
+/// has passed (the write side is already shut).
+async fn drain(mut stream: TcpStream) {
     let mut buf = vec![0u8; 16 * 1024];
     let _ = tokio::time::timeout(LINGER, async {
         while let Ok(n) = stream.read(&mut buf).await {
