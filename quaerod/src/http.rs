@@ -1,4 +1,4 @@
-//! The HTTP accept loop (in place of `warp::serve`, which has neither of the two guards
+//! The HTTP accept loop (in place of `warp::serve`, which has none of the three guards
 //! below): it serves the warp filter over hyper with
 //!
 //! - a **header-read timeout**: a connection that has not sent a complete request head
@@ -8,13 +8,14 @@
 //!   reached, the connection idle the longest (no request in progress) is closed to make
 //!   room, so idle or half-sent connections can never take the descriptors that requests,
 //!   the store and running jobs need. Without these, 200 half-sent requests under a
-//!   128-descriptor limit stopped the daemon from answering anyone.
-//!
-//! - a **lingering close**: when a connection ends, its write side is shut and what the
-//!   client still sends is read and dropped for up to [`LINGER`] before the socket closes.
-//!   Closing with unread bytes makes the kernel answer with a reset, and a client still
-//!   writing a refused body (a 413 is sent as soon as the head is read) then fails with
-//!   "broken pipe" instead of reading the 413.
+//!   128-descriptor limit stopped the daemon from answering anyone;
+//! - a **lingering close**: when a connection ends, its write side is shut at once and
+//!   what the client still sends is read and dropped until the client closes its side,
+//!   for up to [`LINGER`]. Closing with unread bytes makes the kernel answer with a reset,
+//!   and a client still writing a refused body (a 413 goes out as soon as the head is
+//!   read) then fails with "broken pipe" instead of reading the 413. At most
+//!   [`MAX_LINGERING`] sockets linger at once (their descriptors are kept out of the
+//!   budget); past that, and for connections shed to make room, the socket closes at once.
 //!
 //! WebSocket connections leave the budget when they upgrade (the `/ws` handler owns them).
 
@@ -39,8 +40,8 @@ use warp::Filter;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a closing connection keeps reading (and dropping) what its client still sends.
 pub const LINGER: Duration = Duration::from_secs(5);
-/// At most this many sockets linger at once (they hold descriptors outside the budget);
-/// past it a connection closes at once.
+/// At most this many sockets linger at once (their descriptors are kept out of the
+/// budget); past it a connection closes at once.
 const MAX_LINGERING: usize = 32;
 static LINGERING: AtomicUsize = AtomicUsize::new(0);
 /// Descriptors kept out of the connection budget: the store's files, job pipes, WebSocket
@@ -57,7 +58,7 @@ fn budget() -> usize {
     if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
         return MAX_CONNECTIONS;
     }
-    (lim.rlim_cur.saturating_sub(FD_RESERVE) as usize).clamp(MIN_CONNECTIONS, MAX_CONNECTIONS)
+    (lim.rlim_cur.saturating_sub(FD_RESERVE + MAX_LINGERING as u64) as usize).clamp(MIN_CONNECTIONS, MAX_CONNECTIONS)
 }
 
 /// The soft descriptor limit the daemon was started with, before [`raise_fd_limit`]:
@@ -287,10 +288,13 @@ impl Drop for Lingering {
         // The end of the response goes out now, not when a busy runtime gets to the task.
         // SAFETY: shutdown(2) on the descriptor `stream` owns; no memory involved.
         unsafe { libc::shutdown(std::os::fd::AsRawFd::as_raw_fd(&stream), libc::SHUT_WR) };
+        // What already arrived is dropped here (a few reads at most, so that a client
+        // sending fast cannot keep this runtime thread); if the client has closed its
+        // side too, there is nothing to wait for.
         let mut buf = [0u8; 4096];
-        loop {
+        for _ in 0..16 {
             match stream.try_read(&mut buf) {
-                Ok(0) => return, // the client has closed its side too: nothing to wait for
+                Ok(0) => return,
                 Ok(_) => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
                 Err(_) => return,
@@ -301,10 +305,20 @@ impl Drop for Lingering {
             LINGERING.fetch_sub(1, Ordering::AcqRel);
             return;
         }
+        let slot = LingerSlot;
         rt.spawn(async move {
+            let _slot = slot;
             drain(stream).await;
-            LINGERING.fetch_sub(1, Ordering::AcqRel);
         });
+    }
+}
+
+/// One of the [`MAX_LINGERING`] places, given back when its task ends or is dropped.
+struct LingerSlot;
+
+impl Drop for LingerSlot {
+    fn drop(&mut self) {
+        LINGERING.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

@@ -379,6 +379,14 @@ async fn sigterm_with_many_jobs_running_cancels_none_of_them() {
         assert_eq!(job["child_counts"]["total"], 60, "{m}: {job}");
         let (_, step) = api.get(&format!("/api/jobs/{m}-s1")).await;
         assert_eq!(step["status"], "running", "{m}-s1: {step}");
+        // Nor does the step's log say so (progress lines: "… (0 completed, 0 failed,
+        // N cancelled), …"), also not the one written as the daemon stopped.
+        for e in api.all_events(&format!("{m}-s1"), 1000).await {
+            let text = e["message"].as_str().unwrap();
+            if let Some(n) = text.split(" cancelled)").next().filter(|_| text.starts_with("children:")) {
+                assert!(n.ends_with(", 0"), "{m}-s1: {text}");
+            }
+        }
     }
 }
 

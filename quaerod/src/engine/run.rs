@@ -274,6 +274,9 @@ enum ChildMsg {
     Started,
     /// Finished with this status; `true` when it had started (was counted as running).
     Done(JobStatus, bool),
+    /// Stopped by the daemon's shutdown; `true` when it had started. It runs again at the
+    /// next start, so it counts as pending, not as cancelled.
+    Interrupted(bool),
 }
 
 /// Fans a step out into child jobs on the worker pool and waits for all of them.
@@ -371,7 +374,7 @@ async fn fan_out(ctx: &Ctx, i: u32, plan: &StepPlan) -> Outcome {
             live.child_tokens.lock().expect("tokens").remove(&path);
             if live.stop_reason() == Some(StopReason::Shutdown) {
                 // Left as it is in the store; it runs again at the next start.
-                let _ = tx.send(ChildMsg::Done(JobStatus::Cancelled, started));
+                let _ = tx.send(ChildMsg::Interrupted(started));
                 return;
             }
             let (status, error) = match outcome {
@@ -411,6 +414,13 @@ async fn fan_out(ctx: &Ctx, i: u32, plan: &StepPlan) -> Outcome {
                     }
                     counts.add(status, 1);
                     dirty = true;
+                }
+                Some(ChildMsg::Interrupted(started)) => {
+                    if started {
+                        counts.running = counts.running.saturating_sub(1);
+                        counts.pending += 1;
+                        dirty = true;
+                    }
                 }
                 None => running = false,
             },
