@@ -371,6 +371,8 @@ where
                 continue;
             }
         };
+        // A status change and the `finished` trigger right after it are two small writes:
+        // Nagle plus delayed ACKs would hold the second one ~40 ms.
         let _ = stream.set_nodelay(true);
         let limit = budget();
         while conns.len() >= limit && conns.shed_one() {}

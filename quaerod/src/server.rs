@@ -191,13 +191,10 @@ fn metrics_route(
     })
 }
 
-/// Binds with `TCP_NODELAY` (inherited by accepted sockets): a status change and the
-/// `finished` trigger right after it are two small writes, and Nagle plus delayed ACKs
-/// would hold the second one ~40 ms.
+/// Binds the listener (the accept loop sets `TCP_NODELAY` on each connection).
 fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
     let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
-    socket.set_nodelay(true)?;
     socket.bind(addr)?;
     socket.listen(1024)
 }
