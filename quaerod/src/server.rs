@@ -54,7 +54,7 @@ impl Server {
         let opts = StoreOptions { max_events_per_job: config.max_events_per_job };
         let store = match Store::open_with(&config.storage_path, aggregator.clone(), opts) {
             Ok(s) => s,
-            Err(e) if config.recover && config.storage_path.exists() => {
+            Err(e) if config.recover && config.storage_path.exists() && !matches!(e, OpenError::InUse { .. }) => {
                 let aside = move_aside(&config.storage_path).map_err(|source| StartError::Recover {
                     path: config.storage_path.display().to_string(),
                     source,

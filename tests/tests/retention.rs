@@ -149,3 +149,29 @@ async fn a_damaged_data_directory_is_reported_and_kept_and_recover_moves_it_asid
     let (_, list) = api.get("/api/jobs").await;
     assert_eq!(list["total_count"], 0, "{list}");
 }
+
+/// A data directory another daemon is using is not damaged: a second daemon on it is told
+/// so (exit 2, no advice to `--recover`), and `--recover` does not move it aside.
+#[tokio::test]
+async fn a_data_directory_in_use_is_never_moved_aside() {
+    let d = Daemon::builder().definition("e.toml", &emit_definition("small", "count = 50")).start();
+    let api = Api::new(&d);
+    let m = api.execute("small").await;
+    assert_eq!(api.wait_terminal(&m, 10).await, "completed");
+    let data = d.data_dir.clone();
+    for args in [&[][..], &["--recover"][..]] {
+        let (code, _, err) = run_quaerod(&data, args);
+        assert_eq!(code, Some(2), "{args:?}: {err}");
+        assert!(err.contains("in use by another process"), "{args:?}: {err}");
+        assert!(!err.contains("--recover"), "{args:?}: {err}");
+    }
+    let parent = data.parent().unwrap();
+    let aside: Vec<_> = std::fs::read_dir(parent)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".broken-"))
+        .collect();
+    assert!(aside.is_empty(), "{aside:?}");
+    // The first daemon still has its job.
+    assert_eq!(api.status(&m).await, "completed");
+}

@@ -278,6 +278,22 @@ pub enum OpenError {
         "data directory {path} holds a record that cannot be read ({detail}) (nothing was deleted; start with --recover to move it aside and begin empty)"
     )]
     Corrupt { path: String, detail: String },
+    /// Another process holds the directory's lock: nothing is wrong with it, and
+    /// `--recover` must never move it aside.
+    #[error(
+        "the data directory {path} is in use by another process (another quaerod?); stop that one first, or give this one another directory with --data"
+    )]
+    InUse { path: String },
+}
+
+/// Whether another process holds the lock sled takes on `<path>/db` (an exclusive
+/// `flock`). The probe's own lock goes with its descriptor when this returns.
+fn locked_by_another(path: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).open(path.join("db")) else { return false };
+    // SAFETY: flock(2) on a descriptor `file` owns; no memory involved.
+    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
 }
 
 /// Store settings from the configuration.
@@ -304,10 +320,19 @@ impl Store {
     /// Opens (or creates) the store at `path`.
     pub fn open_with(path: &Path, listener: Arc<dyn CommitListener>, opts: StoreOptions) -> Result<Store, OpenError> {
         let shown = path.display().to_string();
-        let sled_err = |source| OpenError::Sled { path: shown.clone(), source };
+        let sled_err = |source: sled::Error| match &source {
+            // sled's own lock check, should another process take the lock after ours.
+            sled::Error::Io(e) if e.to_string().starts_with("could not acquire lock") => {
+                OpenError::InUse { path: shown.clone() }
+            }
+            _ => OpenError::Sled { path: shown.clone(), source },
+        };
         // sled treats a damaged log as the end of the log and would open it as (partly)
         // empty; a directory whose sled file exists but that lacks our format marker is
         // reported instead of silently started over.
+        if locked_by_another(path) {
+            return Err(OpenError::InUse { path: shown });
+        }
         let had_db = std::fs::metadata(path.join("db")).is_ok_and(|m| m.len() > 0);
         let db = sled::Config::new()
             .path(path)
