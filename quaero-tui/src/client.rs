@@ -22,6 +22,9 @@ pub enum ApiError {
     Status { status: u16, message: String },
     #[error("bad response: {0}")]
     Decode(String),
+    /// The `--server` value is not a usable address: not worth retrying.
+    #[error("--server {0}")]
+    BadServer(String),
 }
 
 impl ApiError {
@@ -52,7 +55,9 @@ pub struct Client {
 }
 
 impl Client {
+    /// `base` is the daemon's address: `http://host:port`, or `host:port` (http is meant).
     pub fn new(base: &str, token: Option<String>) -> Result<Self, ApiError> {
+        let base = normalize_base(base)?;
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
             // Bounded so a hung daemon turns into a retry instead of a frozen tail.
@@ -62,7 +67,7 @@ impl Client {
             .pool_idle_timeout(Duration::from_secs(5))
             .build()
             .map_err(|e| ApiError::Unreachable(e.to_string()))?;
-        Ok(Self { http, base: base.trim_end_matches('/').to_string(), token })
+        Ok(Self { http, base, token })
     }
 
     pub fn base(&self) -> &str {
@@ -168,8 +173,34 @@ impl Client {
     }
 
     pub async fn delete(&self, id: &str) -> Result<DeleteResponse, ApiError> {
-        self.send(self.request(Method::DELETE, &format!("/api/jobs/{}", enc(id)))).await
+        // Every mutating request says it is JSON (the daemon refuses others with 415).
+        let req = self.request(Method::DELETE, &format!("/api/jobs/{}", enc(id)));
+        self.send(req.header(reqwest::header::CONTENT_TYPE, "application/json")).await
     }
+}
+
+/// The daemon's base URL from a `--server` value, checked before anything is sent: a bare
+/// `host:port` means http; https and other schemes are refused (quaerod serves plain HTTP;
+/// put TLS in a proxy and point this at it over http, or use an SSH tunnel).
+fn normalize_base(raw: &str) -> Result<String, ApiError> {
+    let raw = raw.trim();
+    let with_scheme = if raw.contains("://") { raw.to_string() } else { format!("http://{raw}") };
+    let url =
+        reqwest::Url::parse(&with_scheme).map_err(|e| ApiError::BadServer(format!("{raw:?} is not a URL: {e}")))?;
+    if url.scheme() != "http" {
+        return Err(ApiError::BadServer(format!(
+            "{raw:?}: only http:// is supported (this build has no TLS); use an SSH tunnel or a proxy"
+        )));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(ApiError::BadServer(format!("{raw:?} has no host")));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ApiError::BadServer(format!(
+            "{raw:?}: give the daemon's address only, like http://127.0.0.1:8080"
+        )));
+    }
+    Ok(with_scheme.trim_end_matches('/').to_string())
 }
 
 /// Ids are URL-safe by contract, but a user-typed id is input: escape anything else so it
@@ -194,6 +225,18 @@ mod tests {
     fn ws_url_follows_the_base() {
         let c = Client::new("http://127.0.0.1:9/", None).unwrap();
         assert_eq!(c.ws_url(), "ws://127.0.0.1:9/ws");
+    }
+
+    #[test]
+    fn server_addresses_are_checked_before_use() {
+        assert_eq!(Client::new("127.0.0.1:8080", None).unwrap().base(), "http://127.0.0.1:8080");
+        assert_eq!(Client::new("localhost:9", None).unwrap().ws_url(), "ws://localhost:9/ws");
+        assert_eq!(Client::new(" http://[::1]:8080/ ", None).unwrap().base(), "http://[::1]:8080");
+        for bad in ["https://127.0.0.1:8080", "ftp://host", "http://", "http://h:99999", "http://h:1/?x=1"] {
+            let e = Client::new(bad, None).err().unwrap_or_else(|| panic!("{bad} accepted"));
+            assert!(matches!(e, ApiError::BadServer(_)), "{bad}: {e}");
+            assert!(!e.is_transient(), "{bad}");
+        }
     }
 
     #[test]

@@ -263,3 +263,23 @@ fn a_closed_pipe_ends_the_tail_quietly() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stderr), "", "no noise on a closed pipe");
 }
+
+/// The dashboard's actions (cancel, rerun, delete) through the TUI's own client, against
+/// the real daemon: each is accepted and does what it says.
+#[tokio::test]
+async fn the_tui_client_cancels_reruns_and_deletes() {
+    let def = "id = \"slow\"\n[[steps]]\nname = \"s\"\ntype = \"command\"\n[steps.config]\nrun = \"sleep 30\"\n";
+    let d = Daemon::builder().definition("slow.toml", def).start();
+    let client = quaero_tui::client::Client::new(&d.base, None).unwrap();
+    let api = quaero_tests::Api::new(&d);
+    let m = api.execute("slow").await;
+    client.cancel(&m).await.expect("cancel");
+    assert_eq!(api.wait_terminal(&m, 10).await, "cancelled");
+    let again = client.rerun(&m).await.expect("rerun").new_job_id;
+    assert_ne!(again, m);
+    client.cancel(&again).await.expect("cancel the rerun");
+    assert_eq!(api.wait_terminal(&again, 10).await, "cancelled");
+    let deleted = client.delete(&m).await.expect("delete");
+    assert_eq!(deleted.deleted_jobs, 2, "the manager and its step");
+    assert_eq!(api.get(&format!("/api/jobs/{m}")).await.0, 404);
+}
