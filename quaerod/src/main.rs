@@ -13,7 +13,16 @@ fn init_logging(cli: &Cli) {
         eprintln!("quaerod: invalid log filter {filter:?} (--log-level / QUAERO_LOG): {e}");
         std::process::exit(2);
     });
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    use std::io::IsTerminal;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        // Colours only on a terminal: not in a file, a pipe or the journal.
+        .with_ansi(std::io::stderr().is_terminal())
+        // A log line that cannot be written (stderr piped to a reader that has gone, as in
+        // `quaerod 2>&1 | tee log` after Ctrl-C) is dropped: reporting it would print to
+        // that same stderr, which panics, and the daemon would die mid-shutdown.
+        .log_internal_errors(false);
     match cli.log_format.as_str() {
         "json" => builder.json().init(),
         "text" => builder.init(),
@@ -66,18 +75,33 @@ fn check_config(config: &Config) -> ExitCode {
     if bad > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS }
 }
 
+/// Writes generated text to stdout; a reader that stops early (`| head`) is not an error.
+fn print_out(bytes: &[u8]) -> ExitCode {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            eprintln!("quaerod: {e}");
+            ExitCode::FAILURE
+        }
+        _ => ExitCode::SUCCESS,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(shell) = cli.completions {
-        clap_complete::generate(shell, &mut Cli::command(), "quaerod", &mut std::io::stdout());
-        return ExitCode::SUCCESS;
+        let mut out = Vec::new();
+        clap_complete::generate(shell, &mut Cli::command(), "quaerod", &mut out);
+        return print_out(&out);
     }
     if cli.man {
-        if let Err(e) = clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+        let mut out = Vec::new();
+        if let Err(e) = clap_mangen::Man::new(Cli::command()).render(&mut out) {
             eprintln!("quaerod: {e}");
             return ExitCode::FAILURE;
         }
-        return ExitCode::SUCCESS;
+        return print_out(&out);
     }
     init_logging(&cli);
     let config = match Config::load(&cli) {
@@ -111,7 +135,11 @@ fn main() -> ExitCode {
         };
         let shutdown = shutdown_signal();
         let url = format!("http://{}", server.addr);
-        println!("quaerod listening on {url} (dashboard: {url}/queue)");
+        // Not println!: with stdout closed (`quaerod | head -0`), the daemon runs on.
+        {
+            use std::io::Write;
+            let _ = writeln!(std::io::stdout(), "quaerod listening on {url} (dashboard: {url}/queue)");
+        }
         if server.resumed() > 0 {
             tracing::info!(jobs = server.resumed(), "resumed jobs interrupted by the last stop");
         }

@@ -110,3 +110,70 @@ fn completions_and_man_pages_are_generated() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains(".TH quaero-tui"));
 }
+
+/// `quaerod 2>&1 | tee log` and Ctrl-C (tee dies first), or `quaerod 2>&1 | head -1`: the
+/// daemon's output pipe is gone. It must still stop cleanly, with its running job
+/// interrupted (and so resumed), not die of a panic writing its own log. Its log is not in
+/// colour when it is not a terminal.
+#[tokio::test]
+async fn a_closed_output_pipe_does_not_crash_the_daemon() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let jobs = dir.path().join("jobs");
+    std::fs::create_dir(&jobs).unwrap();
+    let slow = "id = \"slow\"\n[[steps]]\nname = \"s\"\ntype = \"command\"\n[steps.config]\nrun = \"sleep 30\"\n";
+    std::fs::write(jobs.join("slow.toml"), slow).unwrap();
+    let data = dir.path().join("data");
+    let start = |log: std::process::Stdio| {
+        Command::new(bin_path("quaerod"))
+            .args(["--port", "0", "--definitions"])
+            .arg(&jobs)
+            .arg("--data")
+            .arg(&data)
+            .env("QUAERO_LOG", "info")
+            .stdout(std::process::Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    };
+    let mut child = start(std::process::Stdio::piped());
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let base = line.split("listening on ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let stderr = child.stderr.take().unwrap();
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("{base}/api/job-definitions/slow/execute"))
+        .header("content-type", "application/json")
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 202);
+    let m = r.json::<serde_json::Value>().await.unwrap()["job_id"].as_str().unwrap().to_string();
+    // The readers go away.
+    drop(stdout);
+    drop(stderr);
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "{status:?}");
+
+    // The job was interrupted, not lost: the stop was recorded and it runs again.
+    let mut again = start(std::process::Stdio::piped());
+    let mut stdout = std::io::BufReader::new(again.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    let base = line.split("listening on ").nth(1).unwrap().split_whitespace().next().unwrap().to_string();
+    let logs: serde_json::Value =
+        http.get(format!("{base}/api/jobs/{m}/logs?limit=100&order=asc")).send().await.unwrap().json().await.unwrap();
+    let messages: Vec<&str> = logs["logs"].as_array().unwrap().iter().map(|e| e["message"].as_str().unwrap()).collect();
+    assert!(messages.iter().any(|m| m.starts_with("quaerod is stopping")), "{messages:?}");
+    unsafe { libc::kill(again.id() as i32, libc::SIGTERM) };
+    let out = again.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains("shutting down"), "{log}");
+    assert!(!log.contains('\x1b'), "colour codes in a piped log: {log:?}");
+}
