@@ -89,6 +89,18 @@ fn check_config_validates_config_and_definitions() {
     assert_eq!(code, Some(2), "{out}");
     assert!(out.contains("INVALID") && out.contains("broken.toml"), "{out}");
 
+    // Two files with one id: neither is used, and both say where the other is.
+    std::fs::write(jobs.join("also-good.toml"), emit_definition("good", "count = 5")).unwrap();
+    let (code, out, _) = quaerod(&["--check-config", "--definitions", jobs_s]);
+    assert_eq!(code, Some(2), "{out}");
+    let dup: Vec<&str> = out.lines().filter(|l| l.contains("more than one file")).collect();
+    assert_eq!(dup.len(), 2, "{out}");
+    assert!(
+        dup.iter().all(|l| l.contains("INVALID") && l.contains("good.toml") && l.contains("also-good.toml")),
+        "{out}"
+    );
+    std::fs::remove_file(jobs.join("also-good.toml")).unwrap();
+
     let (code, _, err) = quaerod(&["--check-config", "--definitions", jobs_s, "--retention", "someday"]);
     assert_eq!(code, Some(2));
     assert!(err.contains("storage.retention") && err.contains("--retention"), "{err}");
@@ -176,4 +188,24 @@ async fn a_closed_output_pipe_does_not_crash_the_daemon() {
     let log = String::from_utf8_lossy(&out.stderr);
     assert!(log.contains("shutting down"), "{log}");
     assert!(!log.contains('\x1b'), "colour codes in a piped log: {log:?}");
+}
+
+/// The dashboard and the TUI show a definition id that two files claim as invalid, with an
+/// error naming both files; it cannot be run (before, the first file by name ran silently).
+#[tokio::test]
+async fn a_definition_id_in_two_files_is_shown_invalid_and_not_run() {
+    let d = Daemon::builder()
+        .definition("a.toml", &emit_definition("twice", "count = 1"))
+        .definition("b.toml", &emit_definition("twice", "count = 2"))
+        .start();
+    let api = Api::new(&d);
+    let (_, defs) = api.get("/api/job-definitions").await;
+    let list = defs["job_definitions"].as_array().unwrap();
+    let twice: Vec<_> = list.iter().filter(|d| d["id"] == "twice").collect();
+    assert_eq!(twice.len(), 1, "{defs}");
+    assert_eq!(twice[0]["valid"], false, "{defs}");
+    let error = twice[0]["error"].as_str().unwrap();
+    assert!(error.contains("a.toml") && error.contains("b.toml"), "{error}");
+    let (s, b) = api.post("/api/job-definitions/twice/execute", serde_json::json!({})).await;
+    assert_eq!(s, 400, "{b}");
 }

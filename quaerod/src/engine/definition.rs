@@ -236,10 +236,7 @@ pub fn load_dir(dir: &Path) -> Vec<Loaded> {
             .and_then(|t| toml::from_str::<JobDefinition>(&t).map_err(|e| e.to_string().trim().to_string()));
         let loaded = match parsed {
             Ok(def) => {
-                let mut plan = validate(&def);
-                if let Some(prev) = out.iter().find(|l| l.def.id == def.id) {
-                    plan = Err(format!("id: {:?} is already defined in {}", def.id, prev.source));
-                }
+                let plan = validate(&def);
                 Loaded { def, plan, source }
             }
             Err(e) => Loaded {
@@ -254,10 +251,31 @@ pub fn load_dir(dir: &Path) -> Vec<Loaded> {
                 source,
             },
         };
-        if let Err(e) = &loaded.plan {
-            tracing::warn!(file = %path.display(), error = %e, "job definition not loaded");
-        }
         out.push(loaded);
+    }
+    // An id that more than one file defines runs from neither: which one was meant is not
+    // for the daemon to guess (the first by file name used to win, silently). Each says
+    // where the others are; a file that does not parse keeps its own error.
+    let mut sources: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for l in &out {
+        sources.entry(l.def.id.as_str()).or_default().push(l.source.trim_start_matches("file:"));
+    }
+    let duplicated: Vec<(String, String)> = sources
+        .into_iter()
+        .filter(|(_, files)| files.len() > 1)
+        .map(|(id, files)| (id.to_string(), files.join(", ")))
+        .collect();
+    for (id, files) in duplicated {
+        for l in out.iter_mut().filter(|l| l.def.id == id && !l.def.steps.is_empty()) {
+            l.plan = Err(format!(
+                "id: {id:?} is defined in more than one file ({files}): none of them runs until one is renamed"
+            ));
+        }
+    }
+    for l in &out {
+        if let Err(e) = &l.plan {
+            tracing::warn!(file = %l.source.trim_start_matches("file:"), error = %e, "job definition not loaded");
+        }
     }
     out
 }
