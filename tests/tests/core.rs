@@ -331,6 +331,8 @@ async fn sigterm_stops_within_ten_seconds_and_resumes_the_job() {
     let status = d.stop();
     assert!(status.success(), "exit status {status:?}");
     assert!(t.elapsed() < Duration::from_secs(10), "took {:?}", t.elapsed());
+    // Down for a while: the durations below count from the first start, as the API's do.
+    std::thread::sleep(Duration::from_millis(1500));
     d.restart_any_port();
     let api = Api::new(&d);
     // The interrupted step runs again.
@@ -347,6 +349,18 @@ async fn sigterm_stops_within_ten_seconds_and_resumes_the_job() {
     let (s, _) = api.post(&format!("/api/jobs/{m}/cancel"), json!({})).await;
     assert_eq!(s, 200);
     assert_eq!(api.wait_terminal(&m, 10).await, "cancelled");
+    for id in [m.clone(), format!("{m}-s1")] {
+        let (_, job) = api.get(&format!("/api/jobs/{id}")).await;
+        let api_ms = job["duration_ms"].as_f64().unwrap();
+        assert!(api_ms > 1500.0, "{id}: {job}");
+        let said = api.all_events(&id, 100).await.into_iter().rev().find_map(|e| {
+            let text = e["message"].as_str().unwrap().to_string();
+            let secs = text.split(" after ").nth(1)?.split('s').next()?.parse::<f64>().ok()?;
+            Some((text, secs * 1000.0))
+        });
+        let (text, said_ms) = said.unwrap_or_else(|| panic!("{id}: no 'cancelled after' event"));
+        assert!((said_ms - api_ms).abs() < 500.0, "{id}: {text:?} but duration_ms {api_ms}");
+    }
 }
 
 /// Stopping the daemon interrupts jobs; it never cancels them. Many managers, steps and

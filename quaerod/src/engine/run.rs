@@ -27,6 +27,13 @@ fn fmt_dur(d: Duration) -> String {
     }
 }
 
+/// The `Instant` of a start recorded as `started_ms`: a job or step resumed after a restart
+/// reports its duration from its first start, as the API's `duration_ms` does.
+fn since(started_ms: i64) -> Instant {
+    let ago = Duration::from_millis(now_ms().saturating_sub(started_ms).max(0) as u64);
+    Instant::now().checked_sub(ago).unwrap_or_else(Instant::now)
+}
+
 struct Ctx {
     engine: Arc<Engine>,
     live: Arc<LiveManager>,
@@ -90,6 +97,7 @@ pub(super) async fn run_manager(engine: Arc<Engine>, live: Arc<LiveManager>) {
         r.started_ms.get_or_insert_with(now_ms);
     })
     .await;
+    let started = if fresh { started } else { live.record.lock().expect("record").started_ms.map_or(started, since) };
     engine.status_change(&live.snapshot(), 0);
     if fresh {
         ctx.event(0, Level::Info, format!("job started: {name} ({n_steps} steps)")).await;
@@ -197,6 +205,11 @@ async fn run_step(ctx: &Ctx, i: u32) -> StepEnd {
         s.started_ms.get_or_insert_with(now_ms);
     })
     .await;
+    let started = if resumed {
+        live.record.lock().expect("record").steps[i as usize - 1].started_ms.map_or(started, since)
+    } else {
+        started
+    };
     engine.status_change(&live.snapshot(), i);
     let again = if resumed { " again" } else { "" };
     ctx.event(i, Level::Info, format!("step {i} started{again}: {name} ({})", plan.step_type().as_str())).await;
