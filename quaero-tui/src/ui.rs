@@ -371,13 +371,16 @@ impl App {
     }
 }
 
+/// How much of a step got done: all of it when it completed; of one that failed or was
+/// cancelled (or never ran), only its completed children; of a running one, its children
+/// that have ended. So a job that did not complete never shows 100%.
 fn step_fraction(s: &StepSummary) -> f64 {
-    if s.status.is_terminal() {
-        1.0
-    } else if s.child_counts.total > 0 {
-        s.child_counts.terminal() as f64 / s.child_counts.total as f64
-    } else {
-        0.0
+    let c = &s.child_counts;
+    let of_total = |n: u64| if c.total > 0 { n as f64 / c.total as f64 } else { 0.0 };
+    match s.status {
+        JobStatus::Completed => 1.0,
+        st if st.is_terminal() => of_total(c.completed),
+        _ => of_total(c.terminal()),
     }
 }
 
@@ -476,6 +479,23 @@ mod tests {
         assert!(s.contains("46%"), "{s}");
         assert!(s.contains("2m05s"), "age from created_at: {s}");
         insta::assert_snapshot!(s);
+    }
+
+    #[test]
+    fn a_job_that_did_not_complete_never_shows_100_percent() {
+        let (mut app, t0) = dashboard(true);
+        // m3 failed: build completed, test failed with 3 of 8 children completed, deploy
+        // never ran: (1 + 3/8 + 0) / 3 ≈ 46%.
+        let mut failed = manager(3, "Deploy", JobStatus::Failed);
+        failed.steps = Some(vec![
+            step(3, 1, "build", JobStatus::Completed, (0, 0)),
+            step(3, 2, "test", JobStatus::Failed, (3, 8)),
+            step(3, 3, "deploy", JobStatus::Cancelled, (0, 0)),
+        ]);
+        app.update(Msg::Manager { id: "m3".into(), result: Ok(failed) }, t0);
+        let s = screen(&draw(&app, 100, 12));
+        let row = s.lines().find(|l| l.contains("m3 Deploy")).unwrap_or_else(|| panic!("{s}"));
+        assert!(row.contains("46%"), "{row}");
     }
 
     #[test]
