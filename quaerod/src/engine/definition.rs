@@ -110,7 +110,25 @@ pub fn valid_id(id: &str) -> Result<(), String> {
 }
 
 fn step_config<T: for<'de> Deserialize<'de>>(at: &str, v: &serde_json::Value) -> Result<T, String> {
-    serde_json::from_value(v.clone()).map_err(|e| format!("{at}.config: {e}"))
+    serde_json::from_value(v.clone()).map_err(|e| {
+        // serde_json names a missing or unknown field but not one of the wrong type: find
+        // it by leaving each key out in turn (the one whose absence cures the error, or
+        // only makes it missing, is the one at fault).
+        let at_fault = v.as_object().and_then(|o| {
+            o.keys().find(|k| {
+                let mut rest = o.clone();
+                rest.remove(*k);
+                match serde_json::from_value::<T>(serde_json::Value::Object(rest)) {
+                    Ok(_) => true,
+                    Err(e) => e.to_string().starts_with(&format!("missing field `{k}`")),
+                }
+            })
+        });
+        match at_fault {
+            Some(k) => format!("{at}.config.{k}: {e}"),
+            None => format!("{at}.config: {e}"),
+        }
+    })
 }
 
 /// Validates a definition; errors name the field (`steps[1].config.count: …`).
@@ -295,7 +313,10 @@ mod tests {
         assert!(e.contains("steps[0].type") && e.contains("shell"), "{e}");
         let e = def("id = \"x\"\n[[steps]]\nname = \"a\"\ntype = \"emit\"\n[steps.config]\ncount = \"many\"\n")
             .unwrap_err();
-        assert!(e.contains("steps[0].config"), "{e}");
+        assert!(e.starts_with("steps[0].config.count: invalid type"), "{e}");
+        let e = def("id = \"x\"\n[[steps]]\nname = \"a\"\ntype = \"command\"\n[steps.config]\nrun = \"true\"\nfor_each = \"abc\"\n")
+            .unwrap_err();
+        assert!(e.starts_with("steps[0].config.for_each: invalid type"), "{e}");
         let e = def("id = \"X!\"\n[[steps]]\nname = \"a\"\ntype = \"emit\"\n").unwrap_err();
         assert!(e.starts_with("id:"), "{e}");
         let e = def("id = \"x\"\n[[steps]]\nname = \"a\"\ntype = \"command\"\n").unwrap_err();

@@ -312,9 +312,7 @@ fn open(path: &Path) -> (Store, Arc<Recorder>) {
     loop {
         match Store::open(path, recorder.clone()) {
             Ok(store) => return (store, recorder),
-            Err(super::OpenError::Sled { source: sled::Error::Io(e), .. })
-                if e.to_string().contains("could not acquire lock") && std::time::Instant::now() < deadline =>
-            {
+            Err(super::OpenError::InUse { .. }) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
             Err(e) => panic!("open store: {e}"),
