@@ -200,7 +200,7 @@ fn normalize_base(raw: &str) -> Result<String, ApiError> {
             "{raw:?}: give the daemon's address only, like http://127.0.0.1:8080"
         )));
     }
-    Ok(with_scheme.trim_end_matches('/').to_string())
+    Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
 /// Ids are URL-safe by contract, but a user-typed id is input: escape anything else so it
@@ -232,6 +232,8 @@ mod tests {
         assert_eq!(Client::new("127.0.0.1:8080", None).unwrap().base(), "http://127.0.0.1:8080");
         assert_eq!(Client::new("localhost:9", None).unwrap().ws_url(), "ws://localhost:9/ws");
         assert_eq!(Client::new(" http://[::1]:8080/ ", None).unwrap().base(), "http://[::1]:8080");
+        assert_eq!(Client::new("HTTP://Host:1", None).unwrap().ws_url(), "ws://host:1/ws");
+        assert_eq!(Client::new("http://h:1/quaero/", None).unwrap().base(), "http://h:1/quaero");
         for bad in ["https://127.0.0.1:8080", "ftp://host", "http://", "http://h:99999", "http://h:1/?x=1"] {
             let e = Client::new(bad, None).err().unwrap_or_else(|| panic!("{bad} accepted"));
             assert!(matches!(e, ApiError::BadServer(_)), "{bad}: {e}");

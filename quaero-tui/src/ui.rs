@@ -130,6 +130,10 @@ impl App {
             return (n.map_or("-".into(), |n| format!("?/{n}")), done);
         };
         let n = steps.len();
+        if m.status == JobStatus::Completed {
+            // Also when a step failed with on_error = "continue".
+            return (format!("{n}/{n}"), 1.0);
+        }
         let current = steps.iter().rev().find(|s| s.status != JobStatus::Pending).map_or(0, |s| s.index as usize);
         let done: f64 = steps.iter().map(step_fraction).sum();
         (format!("{current}/{n}"), if n == 0 { 0.0 } else { done / n as f64 })
@@ -496,6 +500,17 @@ mod tests {
         let s = screen(&draw(&app, 100, 12));
         let row = s.lines().find(|l| l.contains("m3 Deploy")).unwrap_or_else(|| panic!("{s}"));
         assert!(row.contains("46%"), "{row}");
+        // A job that completed shows 100%, also with a step that failed under
+        // on_error = "continue".
+        let mut done = manager(2, "Docs", JobStatus::Completed);
+        done.steps = Some(vec![
+            step(2, 1, "lint", JobStatus::Failed, (0, 0)),
+            step(2, 2, "publish", JobStatus::Completed, (0, 0)),
+        ]);
+        app.update(Msg::Manager { id: "m2".into(), result: Ok(done) }, t0);
+        let s = screen(&draw(&app, 100, 12));
+        let row = s.lines().find(|l| l.contains("m2 Docs")).unwrap_or_else(|| panic!("{s}"));
+        assert!(row.contains("2/2") && row.contains("100%"), "{row}");
     }
 
     #[test]

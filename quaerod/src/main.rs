@@ -17,8 +17,8 @@ fn init_logging(cli: &Cli) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        // Colours only on a terminal: not in a file, a pipe or the journal.
-        .with_ansi(std::io::stderr().is_terminal())
+        // Colours only on a terminal (not in a file, a pipe or the journal) without NO_COLOR.
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()))
         // A log line that cannot be written (stderr piped to a reader that has gone, as in
         // `quaerod 2>&1 | tee log` after Ctrl-C) is dropped: reporting it would print to
         // that same stderr, which panics, and the daemon would die mid-shutdown.
@@ -51,12 +51,15 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> {
 /// `--check-config`: the configuration and every definition file, checked without
 /// opening the store (a running daemon may hold it).
 fn check_config(config: &Config) -> ExitCode {
-    println!("configuration: ok");
-    println!("  listen: {}:{}", config.host, config.port);
-    println!("  storage.path: {}", config.storage_path.display());
-    println!("  jobs.definitions_dir: {}", config.definitions_dir.display());
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "configuration: ok");
+    let _ = writeln!(out, "  listen: {}:{}", config.host, config.port);
+    let _ = writeln!(out, "  storage.path: {}", config.storage_path.display());
+    let _ = writeln!(out, "  jobs.definitions_dir: {}", config.definitions_dir.display());
     if !config.definitions_dir.is_dir() {
-        println!("definitions: {} is not a directory", config.definitions_dir.display());
+        let _ = writeln!(out, "definitions: {} is not a directory", config.definitions_dir.display());
+        print_out(out.as_bytes());
         return ExitCode::from(2);
     }
     let loaded = quaerod::engine::definition::load_dir(&config.definitions_dir);
@@ -64,15 +67,16 @@ fn check_config(config: &Config) -> ExitCode {
     for l in &loaded {
         let source = l.source.trim_start_matches("file:");
         match &l.plan {
-            Ok(_) => println!("  ok       {:<20} {source}", l.def.id),
+            Ok(_) => _ = writeln!(out, "  ok       {:<20} {source}", l.def.id),
             Err(e) => {
                 bad += 1;
-                println!("  INVALID  {:<20} {source}: {e}", l.def.id);
+                let _ = writeln!(out, "  INVALID  {:<20} {source}: {e}", l.def.id);
             }
         }
     }
-    println!("definitions: {} valid, {bad} invalid", loaded.len() - bad);
-    if bad > 0 { ExitCode::from(2) } else { ExitCode::SUCCESS }
+    let _ = writeln!(out, "definitions: {} valid, {bad} invalid", loaded.len() - bad);
+    let printed = print_out(out.as_bytes());
+    if bad > 0 { ExitCode::from(2) } else { printed }
 }
 
 /// Writes generated text to stdout; a reader that stops early (`| head`) is not an error.

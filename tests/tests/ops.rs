@@ -96,10 +96,17 @@ fn check_config_validates_config_and_definitions() {
     let dup: Vec<&str> = out.lines().filter(|l| l.contains("more than one file")).collect();
     assert_eq!(dup.len(), 2, "{out}");
     assert!(
-        dup.iter().all(|l| l.contains("INVALID") && l.contains("good.toml") && l.contains("also-good.toml")),
+        dup.iter().all(|l| l.contains("INVALID") && l.contains("jobs/good.toml") && l.contains("also-good.toml")),
         "{out}"
     );
     std::fs::remove_file(jobs.join("also-good.toml")).unwrap();
+    // A file that does not parse is listed under its file name, but does not make a valid
+    // file with that id a duplicate.
+    std::fs::write(jobs.join("valid-broken-id.toml"), emit_definition("broken", "count = 1")).unwrap();
+    let (_, out, _) = quaerod(&["--check-config", "--definitions", jobs_s]);
+    assert!(out.lines().any(|l| l.trim_start().starts_with("ok ") && l.contains("valid-broken-id.toml")), "{out}");
+    assert!(!out.contains("more than one file"), "{out}");
+    std::fs::remove_file(jobs.join("valid-broken-id.toml")).unwrap();
 
     let (code, _, err) = quaerod(&["--check-config", "--definitions", jobs_s, "--retention", "someday"]);
     assert_eq!(code, Some(2));

@@ -114,7 +114,9 @@ fn step_config<T: for<'de> Deserialize<'de>>(at: &str, v: &serde_json::Value) ->
         // serde_json names a missing or unknown field but not one of the wrong type: find
         // it by leaving each key out in turn (the one whose absence cures the error, or
         // only makes it missing, is the one at fault).
-        let at_fault = v.as_object().and_then(|o| {
+        // At most a few dozen keys (a step's config has a handful): the search decodes the
+        // config once per key, which must stay cheap for a hostile one with thousands.
+        let at_fault = v.as_object().filter(|o| o.len() <= 32).and_then(|o| {
             o.keys().find(|k| {
                 let mut rest = o.clone();
                 rest.remove(*k);
@@ -274,8 +276,9 @@ pub fn load_dir(dir: &Path) -> Vec<Loaded> {
     // An id that more than one file defines runs from neither: which one was meant is not
     // for the daemon to guess (the first by file name used to win, silently). Each says
     // where the others are; a file that does not parse keeps its own error.
+    // Files that did not parse only have their file name for an id: they do not count.
     let mut sources: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for l in &out {
+    for l in out.iter().filter(|l| !l.def.steps.is_empty()) {
         sources.entry(l.def.id.as_str()).or_default().push(l.source.trim_start_matches("file:"));
     }
     let duplicated: Vec<(String, String)> = sources

@@ -290,7 +290,7 @@ pub enum OpenError {
 /// `flock`). The probe's own lock goes with its descriptor when this returns.
 fn locked_by_another(path: &Path) -> bool {
     use std::os::fd::AsRawFd;
-    let Ok(file) = std::fs::OpenOptions::new().read(true).write(true).open(path.join("db")) else { return false };
+    let Ok(file) = std::fs::File::open(path.join("db")) else { return false };
     // SAFETY: flock(2) on a descriptor `file` owns; no memory involved.
     let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
     r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
@@ -322,7 +322,9 @@ impl Store {
         let shown = path.display().to_string();
         let sled_err = |source: sled::Error| match &source {
             // sled's own lock check, should another process take the lock after ours.
-            sled::Error::Io(e) if e.to_string().starts_with("could not acquire lock") => {
+            sled::Error::Io(e)
+                if e.to_string().starts_with("could not acquire lock") && e.to_string().contains("WouldBlock") =>
+            {
                 OpenError::InUse { path: shown.clone() }
             }
             _ => OpenError::Sled { path: shown.clone(), source },
