@@ -329,12 +329,12 @@ impl Store {
             }
             _ => OpenError::Sled { path: shown.clone(), source },
         };
-        // sled treats a damaged log as the end of the log and would open it as (partly)
-        // empty; a directory whose sled file exists but that lacks our format marker is
-        // reported instead of silently started over.
         if locked_by_another(path) {
             return Err(OpenError::InUse { path: shown });
         }
+        // sled treats a damaged log as the end of the log and would open it as (partly)
+        // empty; a directory whose sled file exists but that lacks our format marker is
+        // reported instead of silently started over.
         let had_db = std::fs::metadata(path.join("db")).is_ok_and(|m| m.len() > 0);
         let db = sled::Config::new()
             .path(path)
