@@ -301,11 +301,7 @@ impl Drop for Lingering {
             }
         }
         let Ok(rt) = tokio::runtime::Handle::try_current() else { return };
-        if LINGERING.fetch_add(1, Ordering::AcqRel) >= MAX_LINGERING {
-            LINGERING.fetch_sub(1, Ordering::AcqRel);
-            return;
-        }
-        let slot = LingerSlot;
+        let Some(slot) = LingerSlot::take() else { return };
         rt.spawn(async move {
             let _slot = slot;
             drain(stream).await;
@@ -315,6 +311,16 @@ impl Drop for Lingering {
 
 /// One of the [`MAX_LINGERING`] places, given back when its task ends or is dropped.
 struct LingerSlot;
+
+impl LingerSlot {
+    /// A free place, or `None` when [`MAX_LINGERING`] sockets linger already.
+    fn take() -> Option<LingerSlot> {
+        LINGERING
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < MAX_LINGERING).then_some(n + 1))
+            .ok()
+            .map(|_| LingerSlot)
+    }
+}
 
 impl Drop for LingerSlot {
     fn drop(&mut self) {

@@ -113,9 +113,8 @@ fn step_config<T: for<'de> Deserialize<'de>>(at: &str, v: &serde_json::Value) ->
     serde_json::from_value(v.clone()).map_err(|e| {
         // serde_json names a missing or unknown field but not one of the wrong type: find
         // it by leaving each key out in turn (the one whose absence cures the error, or
-        // only makes it missing, is the one at fault).
-        // At most a few dozen keys (a step's config has a handful): the search decodes the
-        // config once per key, which must stay cheap for a hostile one with thousands.
+        // only makes it missing, is the one at fault). That decodes the config once per
+        // key, so only for a config of a few dozen keys (a real one has a handful).
         let at_fault = v.as_object().filter(|o| o.len() <= 32).and_then(|o| {
             o.keys().find(|k| {
                 let mut rest = o.clone();
@@ -275,22 +274,20 @@ pub fn load_dir(dir: &Path) -> Vec<Loaded> {
     }
     // An id that more than one file defines runs from neither: which one was meant is not
     // for the daemon to guess (the first by file name used to win, silently). Each says
-    // where the others are; a file that does not parse keeps its own error.
-    // Files that did not parse only have their file name for an id: they do not count.
-    let mut sources: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for l in out.iter().filter(|l| !l.def.steps.is_empty()) {
-        sources.entry(l.def.id.as_str()).or_default().push(l.source.trim_start_matches("file:"));
+    // where the others are. A file that does not parse (no steps: its id is only its file
+    // name) keeps its own error and does not count.
+    let mut by_id: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (k, l) in out.iter().enumerate().filter(|(_, l)| !l.def.steps.is_empty()) {
+        by_id.entry(l.def.id.clone()).or_default().push(k);
     }
-    let duplicated: Vec<(String, String)> = sources
-        .into_iter()
-        .filter(|(_, files)| files.len() > 1)
-        .map(|(id, files)| (id.to_string(), files.join(", ")))
-        .collect();
-    for (id, files) in duplicated {
-        for l in out.iter_mut().filter(|l| l.def.id == id && !l.def.steps.is_empty()) {
-            l.plan = Err(format!(
-                "id: {id:?} is defined in more than one file ({files}): none of them runs until one is renamed"
-            ));
+    for (id, same) in by_id.into_iter().filter(|(_, same)| same.len() > 1) {
+        let files: Vec<&str> = same.iter().map(|&k| out[k].source.trim_start_matches("file:")).collect();
+        let error = format!(
+            "id: {id:?} is defined in more than one file ({}): none of them runs until one is renamed",
+            files.join(", ")
+        );
+        for k in same {
+            out[k].plan = Err(error.clone());
         }
     }
     for l in &out {
