@@ -1090,13 +1090,18 @@
     }
   }
 
+  // `[step/originator]`, or `[originator]` for a manager's own events: as the TUI and the tail print it.
+  function eventSource(e) {
+    return e.step_name ? `[${e.step_name}/${e.originator}]` : `[${e.originator}]`;
+  }
+
   function eventRow(e, stepId) {
     const level = LEVELS.has(e.level) ? e.level : 'info';
     const child = e.job_id && e.job_id !== stepId && e.job_id.startsWith(`${stepId}-`) ? e.job_id.slice(stepId.length + 1) : null;
     return h('div', { class: `ev lvl-${level}`, 'data-seq': String(e.seq) },
       h('span', { class: 'ev-time', title: `${e.full_timestamp} · seq ${e.seq}` }, eventTime(e)),
       h('span', { class: 'ev-lvl' }, level.toUpperCase()),
-      h('span', { class: 'ev-orig' }, `[${e.originator}]`),
+      h('span', { class: 'ev-orig' }, eventSource(e)),
       child ? h('span', { class: 'ev-child', title: e.job_id }, child) : null,
       h('span', { class: 'ev-msg' }, e.message));
   }

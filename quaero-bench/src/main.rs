@@ -1,4 +1,4 @@
-//! `quaero-bench`: the benchmarks of issue 7, run against the real release `quaerod` over
+//! `quaero-bench`: the benchmarks of BENCHMARKS.md, run against the real release `quaerod` over
 //! HTTP and WebSocket. Prints a Markdown table and writes the same as JSON (`--out`).
 //!
 //! Layout:

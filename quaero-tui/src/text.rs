@@ -8,9 +8,15 @@ pub fn event_time(e: &Event) -> String {
     e.full_timestamp
         .split_once('T')
         .map(|(_, t)| t.trim_end_matches('Z'))
-        .filter(|t| t.len() >= 12)
-        .map(|t| t[..12].to_string())
+        .and_then(|t| t.get(..12))
+        .filter(|t| is_clock_time(t))
+        .map(str::to_string)
         .unwrap_or_else(|| sanitize_terminal(&e.timestamp))
+}
+
+/// `HH:MM:SS.mmm`, all digits where digits belong.
+fn is_clock_time(t: &str) -> bool {
+    t.bytes().zip(*b"00:00:00.000").all(|(c, shape)| if shape == b'0' { c.is_ascii_digit() } else { c == shape })
 }
 
 /// `[step/originator]`, or `[originator]` for manager-level events.
@@ -33,33 +39,11 @@ pub fn level_label(l: Level) -> &'static str {
 /// Milliseconds since the Unix epoch of an RFC 3339 UTC time (`2026-11-28T13:04:05.123Z`).
 /// `None` for anything else: ages are cosmetic and must not fail on odd input.
 pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
-    let (date, time) = s.split_once('T')?;
-    let mut d = date.splitn(3, '-');
-    let y: i64 = d.next()?.parse().ok()?;
-    let m: i64 = d.next()?.parse().ok()?;
-    let day: i64 = d.next()?.parse().ok()?;
-    let time = time.trim_end_matches('Z');
-    let time = time.split(['+']).next()?;
-    let mut t = time.splitn(3, ':');
-    let hh: i64 = t.next()?.parse().ok()?;
-    let mm: i64 = t.next()?.parse().ok()?;
-    let sec = t.next()?;
-    let (ss, frac) = sec.split_once('.').unwrap_or((sec, "0"));
-    let ss: i64 = ss.parse().ok()?;
-    let frac3: String = frac.chars().chain("000".chars()).take(3).collect();
-    let ms: i64 = frac3.parse().ok()?;
-    if !(1..=12).contains(&m) || !(1..=31).contains(&day) {
-        return None;
+    let t = humantime::parse_rfc3339(s).ok()?;
+    match t.duration_since(std::time::UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).ok(),
+        Err(before) => i64::try_from(before.duration().as_millis()).ok().map(|ms| -ms),
     }
-    // Days from civil (Howard Hinnant's algorithm).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = if y2 >= 0 { y2 } else { y2 - 399 } / 400;
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + day - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    Some(((days * 24 + hh) * 60 + mm) * 60_000 + ss * 1000 + ms)
 }
 
 /// Compact human duration: `850ms`, `12s`, `3m04s`, `2h05m`, `3d04h`.
@@ -83,6 +67,35 @@ mod tests {
         assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:01.500Z"), Some(1500));
         assert_eq!(parse_rfc3339_ms("2000-03-01T00:00:00Z"), Some(951_868_800_000));
         assert_eq!(parse_rfc3339_ms("garbage"), None);
+    }
+
+    fn event(full_timestamp: &str, timestamp: &str) -> Event {
+        serde_json::from_value(serde_json::json!({
+            "seq": 1, "job_id": "m1-s1", "manager_id": "m1", "step_id": "m1-s1", "step_name": "build",
+            "level": "info", "message": "x", "originator": "worker",
+            "timestamp": timestamp, "full_timestamp": full_timestamp,
+        }))
+        .unwrap()
+    }
+
+    /// Server text is hostile: a timestamp with a multibyte character where the
+    /// milliseconds end used to be sliced mid-character and panic the TUI and the tail.
+    #[test]
+    fn odd_timestamps_never_panic() {
+        assert_eq!(event_time(&event("2026-11-28T13:04:05.123Z", "x")), "13:04:05.123");
+        for odd in [
+            "2026-11-28T13:04:05.12é",
+            "2026-11-28T13:04:0€.1234",
+            "T",
+            "",
+            "TTTTTTTTTTTTTT",
+            "2026-11-28T日本語日本語",
+        ] {
+            let shown = event_time(&event(odd, "12:00:00.000"));
+            assert_eq!(shown, "12:00:00.000", "{odd:?} falls back to the short timestamp");
+        }
+        let shown = event_time(&event("garbage", "\u{1b}[2J12:00"));
+        assert!(!shown.contains('\u{1b}'), "the fallback is sanitised: {shown:?}");
     }
 
     #[test]

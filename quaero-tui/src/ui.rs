@@ -9,7 +9,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, StatefulWidget, Table, TableState, Widget, Wrap};
 
 use crate::app::{Action, App, Conn, EVENTS_SHOWN, Focus, Overlay, PickerKind, View};
-use crate::text::{event_time, human_duration, parse_rfc3339_ms};
+use crate::text::{event_source, event_time, human_duration, level_label, parse_rfc3339_ms};
 
 /// Below this width the tables drop their secondary columns.
 const NARROW: u16 = 60;
@@ -293,8 +293,8 @@ impl App {
                         Line::from(vec![
                             Span::styled(event_time(e), self.fg(Color::DarkGray)),
                             Span::raw(" "),
-                            Span::styled(format!("{:<5}", e.level.as_str().to_uppercase()), self.level_style(e.level)),
-                            Span::raw(format!(" [{}] ", e.originator.as_str())),
+                            Span::styled(level_label(e.level), self.level_style(e.level)),
+                            Span::raw(format!(" {} ", event_source(e))),
                             Span::raw(sanitize_terminal(&e.message)),
                         ])
                     })
@@ -525,7 +525,7 @@ mod tests {
         let s = screen(&draw(&app, 100, 16));
         assert!(s.contains("Step 2/3: test"), "{s}");
         assert!(s.contains("3/8"), "child progress: {s}");
-        assert!(s.contains("13:04:03.123 ERROR [step] shard 5 failed: exit 1"), "{s}");
+        assert!(s.contains("13:04:03.123 ERROR [test/step] shard 5 failed: exit 1"), "{s}");
         insta::assert_snapshot!(s);
     }
 
@@ -568,7 +568,7 @@ mod tests {
         open_step(&mut app, t0, vec![event(1, "m1-s2", Level::Info, "before\x1b[2Jafter\x1b]0;pwned\x07!")]);
         let buf = draw(&app, 100, 16);
         let s = screen(&buf);
-        assert!(s.contains("[step] beforeafter!"), "{s}");
+        assert!(s.contains("[test/step] beforeafter!"), "{s}");
         assert!(!s.contains("pwned"), "{s}");
         assert!(
             buf.content().iter().all(|c| !c.symbol().chars().any(char::is_control)),

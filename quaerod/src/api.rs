@@ -136,6 +136,44 @@ pub mod filters {
             .untuple_one()
     }
 
+    /// Reads and drops a mutation's body (at most [`MAX_BODY`]) for routes that take none.
+    /// A body left unread may arrive after the response went out, and hyper then closes the
+    /// keep-alive connection without a `Connection: close`: a pooled client's next request
+    /// on it fails.
+    pub fn drain_body() -> impl Filter<Extract = (), Error = Rejection> + Clone {
+        warp::header::optional::<u64>("content-length")
+            .and_then(|len: Option<u64>| async move {
+                match len {
+                    Some(n) if n > MAX_BODY => Err(too_large()),
+                    _ => Ok(()),
+                }
+            })
+            .untuple_one()
+            .and(warp::body::stream())
+            .and_then(drain)
+            .untuple_one()
+    }
+
+    async fn drain<B: bytes::Buf>(
+        body: impl futures_util::Stream<Item = Result<B, warp::Error>>,
+    ) -> Result<(), Rejection> {
+        use futures_util::StreamExt;
+        let mut body = std::pin::pin!(body);
+        let mut read = 0usize;
+        while let Some(chunk) = body.next().await {
+            let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
+            read += chunk.remaining();
+            if read as u64 > MAX_BODY {
+                return Err(too_large());
+            }
+        }
+        Ok(())
+    }
+
+    fn too_large() -> Rejection {
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, format!("body larger than {MAX_BODY} bytes"))
+    }
+
     fn query() -> impl Filter<Extract = (HashMap<String, String>,), Error = Infallible> + Clone {
         warp::query::<HashMap<String, String>>().or(warp::any().map(HashMap::new)).unify()
     }
@@ -151,6 +189,7 @@ pub mod filters {
         let e = || with_engine(engine.clone());
         let a = || auth(token.clone());
         let mutate = || json_content_type();
+        let drained = || drain_body();
 
         // GET /api/jobs/stats
         let stats = warp::path!("api" / "jobs" / "stats")
@@ -175,6 +214,7 @@ pub mod filters {
             .and(warp::post())
             .and(a())
             .and(mutate())
+            .and(drained())
             .and(e())
             .and_then(handlers::cancel);
         // DELETE /api/jobs/{id}
@@ -182,6 +222,7 @@ pub mod filters {
             .and(warp::delete())
             .and(a())
             .and(mutate())
+            .and(drained())
             .and(e())
             .and_then(handlers::delete_job);
         // POST /api/jobs/{id}/rerun
@@ -189,6 +230,7 @@ pub mod filters {
             .and(warp::post())
             .and(a())
             .and(mutate())
+            .and(drained())
             .and(e())
             .and_then(handlers::rerun);
         // GET /api/job-definitions
@@ -216,6 +258,7 @@ pub mod filters {
             .and(warp::delete())
             .and(a())
             .and(mutate())
+            .and(drained())
             .and(e())
             .and_then(|id: String, eng: Arc<Engine>| async move {
                 eng.delete_definition(&id).map_err(reject)?;
@@ -226,6 +269,7 @@ pub mod filters {
             .and(warp::post())
             .and(a())
             .and(mutate())
+            .and(drained())
             .and(e())
             .and_then(handlers::execute);
 

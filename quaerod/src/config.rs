@@ -313,7 +313,7 @@ mod tests {
     }
 
     #[test]
-    fn defaults_match_the_design() {
+    fn defaults_match_the_documented_contract() {
         let c = load(&[], &[]).unwrap();
         assert_eq!(c.port, 8080);
         assert_eq!(c.host.to_string(), "127.0.0.1");

@@ -1,6 +1,6 @@
 //! Wire types shared by `quaerod` and `quaero-tui`.
 //!
-//! Everything here is the JSON contract of `DESIGN.md`: jobs, steps, statuses, events,
+//! Everything here is the JSON contract written out in `docs/`: jobs, steps, statuses, events,
 //! REST bodies, WebSocket messages and the error body. Both binaries (and the tests) use
 //! these types so that a field renamed on one side fails to compile on the other.
 

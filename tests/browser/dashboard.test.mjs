@@ -408,11 +408,13 @@ test('opening a step after a reload loads its events on demand', { timeout: 30_0
   assert.ok(logRequests.filter((r) => r.step === s1).length > before, 'opening fetched the events');
   assert.equal(await log(s1).locator('.ev-msg').last().textContent(), events.at(-1).message);
   await log(s1).locator('.ev-msg', { hasText: /^event 300 of 300$/ }).waitFor({ timeout: 1000 });
-  // HH:MM:SS.mmm, a coloured level tag and the originator.
+  // HH:MM:SS.mmm, a coloured level tag and `[step/originator]`, as the TUI and the tail print it.
   const first = log(s1).locator('.ev').first();
   assert.match(await first.locator('.ev-time').textContent(), /^\d\d:\d\d:\d\d\.\d{3}$/);
   assert.match(await first.locator('.ev-lvl').textContent(), /^(DEBUG|INFO|WARN|ERROR)$/);
-  assert.match(await first.locator('.ev-orig').textContent(), /^\[(manager|step|worker)\]$/);
+  const seq = await first.getAttribute('data-seq');
+  const shown = events.find((e) => String(e.seq) === seq);
+  assert.equal(await first.locator('.ev-orig').textContent(), `[${shown.step_name}/${shown.originator}]`);
 });
 
 test('event messages and job names render as text', { timeout: 60_000 }, async () => {

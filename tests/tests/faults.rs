@@ -1,4 +1,4 @@
-//! Fault injection against the real daemon (issue 8, "Faults"): SIGKILL at random moments
+//! Fault injection against the real daemon: SIGKILL at random moments
 //! during a 500-child run, clients that misbehave on the WebSocket and HTTP while others
 //! are served, commands that leave processes behind when cancelled, and a step that writes
 //! 100 MB of output. (The damaged data dir / `--recover` and retention have their own

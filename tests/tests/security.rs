@@ -1,5 +1,5 @@
-//! Security defaults, end to end against the real daemon (issue 8; DESIGN.md "Security
-//! defaults"): the bearer token on every `/api` route and `/ws`, the warning for a
+//! Security defaults, end to end against the real daemon (docs/rest-api.md, "Security checks"
+//! and README "Security"): the bearer token on every `/api` route and `/ws`, the warning for a
 //! non-loopback bind without one, what keeps a page on another origin out (JSON-only
 //! mutations, no CORS, the WebSocket `Origin` check), validated definition ids, job ids
 //! that cannot name files, and hostile event text that stays data and never reaches a
@@ -210,7 +210,7 @@ async fn every_api_route_needs_the_bearer_token_and_health_stays_open() {
     assert_eq!(snapshot(&api).await, before, "an unauthorised request changed something");
     assert_eq!(api.status(&running).await, "running");
 
-    // The health check stays open (DESIGN: "/api/health may stay open") and says no more
+    // The health check stays open (docs/rest-api.md: `/api/health` needs no token) and says no more
     // than that the daemon is up, with or without a (wrong) token.
     for auth in [None, Some("Bearer wrong")] {
         let h: Vec<(&str, &str)> = auth.map(|a| vec![("authorization", a)]).unwrap_or_default();

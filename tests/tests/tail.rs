@@ -106,7 +106,7 @@ fn all_events(d: &Daemon, id: &str) -> Vec<Event> {
             let seqs: Vec<u64> = page.logs.iter().map(|e| e.seq).collect();
             assert!(
                 seqs.windows(2).all(|w| w[0] < w[1]),
-                "GET /logs?after={after} must list oldest first (DESIGN.md), got {:?}…",
+                "GET /logs?after={after} must list oldest first (docs/rest-api.md), got {:?}…",
                 &seqs[..seqs.len().min(5)]
             );
             let Some(last) = page.logs.last() else {

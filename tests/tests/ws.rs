@@ -1,4 +1,4 @@
-//! `/ws` end to end (issue 3): the real daemon and a tokio-tungstenite client. Refresh
+//! `/ws` end to end: the real daemon and a tokio-tungstenite client. Refresh
 //! triggers instead of per-event push, `finished` triggers a fetch can rely on,
 //! subscriptions, clients that never read, `mode = "push"`, malformed client messages.
 //!
@@ -348,7 +348,7 @@ async fn never_reading_client(port: u16) -> Ws {
 /// `jobs/load-demo.toml` (200 children × 500 events) with a client connected that never
 /// reads and one that reads everything. The job finishes well before the daemon would
 /// drop the stuck client (30 s), so it never waited for it. Prints what the reading client
-/// received: the measurement the issue's note asks for.
+/// received: the measurement BENCHMARKS.md reports for the old design.
 async fn load_demo_with_a_client_that_never_reads(push: bool) {
     let mut b = Daemon::builder().definition("load-demo.toml", include_str!("../../jobs/load-demo.toml"));
     if push {

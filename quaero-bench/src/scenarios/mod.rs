@@ -1,4 +1,4 @@
-//! The six scenarios of issue 7. Each starts fresh daemons, measures, then checks that the
+//! The six scenarios of BENCHMARKS.md. Each starts fresh daemons, measures, then checks that the
 //! run did what it should (every event present, every job completed): a run that did not
 //! is an error, whatever its numbers.
 

@@ -172,7 +172,7 @@ pub(super) async fn run_manager(engine: Arc<Engine>, live: Arc<LiveManager>) {
     let snap = live.snapshot();
     for k in newly_skipped {
         engine.status_change(&snap, k);
-        // Every step that reaches a terminal status gets its finished trigger (DESIGN).
+        // Every step that reaches a terminal status gets its finished trigger (docs/websocket.md).
         engine.aggregator.step_finished(JobPath::step(live.num, k));
     }
     engine.status_change(&snap, 0);

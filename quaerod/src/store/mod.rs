@@ -764,7 +764,7 @@ mod reader {
         if desc && q.order == Order::Asc {
             out.reverse();
         }
-        // `after` reads are always oldest first (DESIGN.md), whatever `order` says.
+        // `after` reads are always oldest first (docs/rest-api.md), whatever `order` says.
         Ok(LogPage { events: out, last_seq })
     }
 

@@ -1,4 +1,4 @@
-//! Property tests: the store against a plain in-memory model (issue 2).
+//! Property tests: the store against a plain in-memory model.
 //!
 //! The model keeps, per manager, its records and every event appended to it in append
 //! order, which is seq order. The store packs events into blocks per (manager, step) and
