@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Runs every test of Quaero on a fresh machine: installs what the tests need (Chromium and
-# tmux from Debian, playwright-core from npm), then format + lint checks, the Rust tests
-# (unit, property, end to end against the real daemon, the TUI in tmux), and the browser
-# test in headless Chromium. Usage: bash tests/run.sh   (from the repository root)
+# tmux from Debian, playwright-core from npm, schemathesis from PyPI), then format + lint
+# checks, the Rust tests (unit, property, end to end against the real daemon, the TUI in
+# tmux), schemathesis against the OpenAPI document, and the browser test in headless
+# Chromium. Usage: bash tests/run.sh   (from the repository root)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,6 +33,9 @@ echo "== benchmark, quick variant (checks the harness runs; numbers are not asse
 if [ -f quaero-bench/Cargo.toml ]; then
   cargo run --release --locked -p quaero-bench -- --quick --out target/bench-quick.json
 fi
+
+echo "== API fuzzing: schemathesis against the OpenAPI document (all checks, bounded)"
+bash tests/api-fuzz/run.sh target/debug/quaerod
 
 echo "== browser test (headless Chromium via playwright-core)"
 npm ci --prefix tests/browser --no-audit --no-fund --silent

@@ -3,6 +3,8 @@
 use warp::http::{Response, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
+use crate::api::filters::{endpoint_with_head, no_params, one_param};
+
 include!(concat!(env!("OUT_DIR"), "/assets.rs"));
 
 fn content_type(path: &str) -> &'static str {
@@ -43,17 +45,28 @@ fn serve(path: &str) -> warp::reply::Response {
     }
 }
 
-/// `/` → `/queue`, `/queue` → the dashboard, `/assets/<path>` → files under pages/.
+/// GET /: a redirect to the dashboard (HEAD too, as on every page route).
+#[utoipa::path(get, path = "/", tag = "daemon", responses((status = 303, description = "to `/queue`")))]
+pub fn root() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    no_params(endpoint_with_head::<__path_root>())
+        .map(|| warp::redirect::see_other(warp::http::Uri::from_static("/queue")).into_response())
+}
+
+/// GET /queue: the dashboard.
+#[utoipa::path(get, path = "/queue", tag = "daemon",
+    responses((status = 200, description = "the dashboard page", content_type = "text/html")))]
+pub fn dashboard() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    no_params(endpoint_with_head::<__path_dashboard>()).map(|| serve("queue.html"))
+}
+
+/// GET /assets/{file}: the dashboard's scripts, styles and images.
+#[utoipa::path(get, path = "/assets/{file}", tag = "daemon", params(("file" = String, Path)),
+    responses((status = 200, description = "the file"), (status = 404, body = quaero_shared::ErrorBody)))]
+pub fn asset() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
+    one_param(endpoint_with_head::<__path_asset>()).map(|file: String| serve(&file))
+}
+
+/// `/` → `/queue`, `/queue` → the dashboard, `/assets/<file>` → files under pages/.
 pub fn routes() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    // HEAD is answered like GET (hyper drops the body), for `curl -I` and link checkers.
-    let get_or_head = || warp::get().or(warp::head()).unify();
-    let root = warp::path::end()
-        .and(get_or_head())
-        .map(|| warp::redirect::see_other(warp::http::Uri::from_static("/queue")).into_response());
-    let queue = warp::path!("queue").and(get_or_head()).map(|| serve("queue.html"));
-    let assets = warp::path("assets")
-        .and(warp::path::tail())
-        .and(get_or_head())
-        .map(|tail: warp::path::Tail| serve(tail.as_str()));
-    root.or(queue).unify().or(assets).unify()
+    root().or(dashboard()).unify().or(asset()).unify()
 }

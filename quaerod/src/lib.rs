@@ -5,14 +5,17 @@
 //! - [`store`]: the sled event log and job records; the only module that touches sled.
 //! - [`engine`]: definitions, the manager runner, the worker pool and the step runners.
 //! - [`aggregator`]: turns commits into per-client `refresh_step_events` triggers.
-//! - [`api`]: the REST routes (warp filters, handlers, one `recover`).
+//! - [`api`]: the REST routes (warp filters, handlers, one `recover`) and the OpenAPI
+//!   document they are built from.
 //! - [`ws`]: the `/ws` endpoint: one outbox per client, fed by the aggregator.
 //! - `http`: the accept loop (header-read timeout, connection budget).
-//! - [`server`]: wires it all together; [`server::run`] is the one entry point.
+//! - [`server`]: wires it all together; [`server::Server::start`] then
+//!   [`server::Server::run`] is how the binary runs the daemon.
 //! - [`metrics`]: `GET /metrics` (Prometheus text format).
 //! - `page_cache`: logs pages shared by the clients that ask for the same one.
 //! - [`time`]: timestamp formatting.
 //! - `wire`: logs pages serialised straight from stored records.
+//! - `assets`: the dashboard's files under `pages/`, embedded at build time.
 
 pub mod aggregator;
 pub mod api;

@@ -88,19 +88,15 @@ impl Server {
 
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let engine = self.engine.clone();
-        let token = engine.config.auth_token.clone().map(Arc::<str>::from);
+        let token = engine.config().auth_token.clone().map(Arc::<str>::from);
         let stop = CancellationToken::new();
-        tokio::spawn(engine.aggregator.clone().run(stop.clone()));
-        if let Some(retention) = engine.config.retention {
+        tokio::spawn(engine.aggregator().clone().run(stop.clone()));
+        if let Some(retention) = engine.config().retention {
             tokio::spawn(retention_task(engine.clone(), retention, stop.clone()));
         }
 
-        let token_for_metrics = token.clone();
-        let host_check = host_guard(engine.config.host, token.is_some());
-        let routes = crate::api::filters::api(engine.clone(), token.clone())
-            .or(crate::ws::route(engine.aggregator.clone(), token))
-            .or(metrics_route(engine.clone(), token_for_metrics))
-            .or(crate::assets::routes())
+        let host_check = host_guard(engine.config().host, token.is_some());
+        let routes = routes(engine.clone())
             .recover(crate::api::recover)
             .with(warp::log::custom(|info| {
                 crate::metrics::METRICS.request(info.path(), info.status().as_u16(), info.elapsed().as_secs_f64());
@@ -117,6 +113,18 @@ impl Server {
             tracing::warn!("open connections did not close in time");
         }
     }
+}
+
+/// Every route the daemon serves: the API, `/ws`, `/metrics` and the dashboard.
+pub(crate) fn routes(
+    engine: Arc<Engine>,
+) -> impl Filter<Extract = (impl warp::Reply,), Error = warp::Rejection> + Clone {
+    let token = engine.config().auth_token.clone().map(Arc::<str>::from);
+    crate::api::filters::api(engine.clone(), token.clone())
+        .or(crate::ws::route(engine.aggregator().clone(), token.clone()))
+        .or(crate::api::filters::metrics(engine.clone(), token))
+        .or(crate::assets::routes())
+        .or(crate::api::filters::method_not_allowed())
 }
 
 /// Deletes finished managers older than `retention`, checking every tenth of it (between
@@ -149,46 +157,6 @@ fn move_aside(path: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
     }
     std::fs::rename(path, &aside)?;
     Ok(aside)
-}
-
-/// `GET /metrics`: the Prometheus text format; needs the token like `/api` when one is set.
-fn metrics_route(
-    engine: Arc<Engine>,
-    token: Option<Arc<str>>,
-) -> impl warp::Filter<Extract = (warp::reply::Response,), Error = warp::Rejection> + Clone {
-    warp::path!("metrics").and(warp::get()).and(crate::api::filters::auth(token)).and_then(move || {
-        let engine = engine.clone();
-        async move {
-            let text = tokio::task::spawn_blocking(move || {
-                let m = &crate::metrics::METRICS;
-                let stats = engine.store.stats();
-                for (status, n) in [
-                    ("pending", stats.pending_jobs),
-                    ("running", stats.running_jobs),
-                    ("completed", stats.completed_jobs),
-                    ("failed", stats.failed_jobs),
-                    ("cancelled", stats.cancelled_jobs),
-                ] {
-                    m.jobs.with_label_values(&[status]).set(n as i64);
-                }
-                m.queue_depth.set(stats.pending_jobs as i64);
-                let size = engine.config.concurrency;
-                m.workers.set(size as i64);
-                m.workers_busy.set(size.saturating_sub(engine.pool.available_permits()) as i64);
-                m.ws_clients.set(engine.aggregator.client_count() as i64);
-                m.store_bytes.set(engine.store.size_on_disk() as i64);
-                m.render()
-            })
-            .await
-            .map_err(|_| warp::reject::not_found())?;
-            Ok::<_, warp::Rejection>(
-                warp::http::Response::builder()
-                    .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-                    .body(text.into())
-                    .expect("response"),
-            )
-        }
-    })
 }
 
 /// Binds the listener (the accept loop sets `TCP_NODELAY` on each connection).

@@ -34,13 +34,19 @@ struct WsQuery {
     token: Option<String>,
 }
 
-/// GET /ws
+/// GET /ws: the WebSocket. The server sends `ServerMessage`s, the client may send
+/// `ClientMessage`s (see docs/websocket.md).
+#[utoipa::path(get, path = "/ws", tag = "daemon", security(("bearer" = []), ()),
+    params(("token" = Option<String>, Query, description = "the token, for browsers (which cannot set headers here)")),
+    responses((status = 101, description = "switched to the WebSocket protocol"),
+        (status = 400, description = "not a WebSocket upgrade", body = quaero_shared::ErrorBody),
+        (status = 401, body = quaero_shared::ErrorBody),
+        (status = 403, description = "a foreign Origin", body = quaero_shared::ErrorBody)))]
 pub fn route(
     agg: Arc<Aggregator>,
     token: Option<Arc<str>>,
 ) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
-    warp::path!("ws")
-        .and(warp::get())
+    crate::api::filters::endpoint0::<__path_route>()
         .and(warp::header::optional::<String>("origin"))
         .and(warp::header::optional::<String>("host"))
         .and(warp::header::optional::<String>("authorization"))

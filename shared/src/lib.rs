@@ -15,6 +15,7 @@ pub const DEFAULT_PORT: u16 = 8080;
 /// The lifecycle of every job, at every depth.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum JobStatus {
     Pending,
     Running,
@@ -58,6 +59,7 @@ impl FromStr for JobStatus {
 /// Depth of a job: manager (0), step (1), child job (2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum JobKind {
     Manager,
     Step,
@@ -67,6 +69,7 @@ pub enum JobKind {
 /// Event severity. Ordered so that a filter `level >= min` is hierarchical.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, Default)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Level {
     Debug,
     #[default]
@@ -118,6 +121,7 @@ impl FromStr for Level {
 /// Who wrote an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Originator {
     Manager,
     Step,
@@ -144,6 +148,7 @@ impl Originator {
 
 /// One step event (log line) as the API returns it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Event {
     pub seq: u64,
     pub job_id: String,
@@ -163,6 +168,7 @@ pub struct Event {
 
 /// Counts of a step's (or manager's) child jobs by status.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChildCounts {
     pub total: u64,
     pub pending: u64,
@@ -191,6 +197,7 @@ impl ChildCounts {
 
 /// A step as listed inside its manager.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StepSummary {
     pub id: String,
     /// 1-based position in the definition.
@@ -212,6 +219,7 @@ pub struct StepSummary {
 
 /// A job at any depth, as `GET /api/jobs` and `GET /api/jobs/{id}` return it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Job {
     pub id: String,
     pub kind: JobKind,
@@ -241,6 +249,7 @@ pub struct Job {
 /// Step types of a definition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum StepType {
     Command,
     HttpFetch,
@@ -260,6 +269,7 @@ impl StepType {
 /// What a step does when it fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum OnError {
     #[default]
     Fail,
@@ -270,9 +280,14 @@ pub enum OnError {
 /// daemon validates it per step type and names the offending field.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StepDefinition {
+    #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub name: String,
+    /// `command`, `http_fetch` or `emit` (kept as text so that an unknown type is reported
+    /// with the step's path, and the definition still listed).
     #[serde(rename = "type")]
+    #[cfg_attr(feature = "openapi", schema(value_type = StepType))]
     pub step_type: String,
     #[serde(default)]
     pub description: String,
@@ -289,7 +304,9 @@ fn empty_object() -> serde_json::Value {
 /// A job definition, as written in TOML or JSON.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobDefinition {
+    #[cfg_attr(feature = "openapi", schema(pattern = r"^[a-z0-9_-]{1,64}$"))]
     pub id: String,
     #[serde(default)]
     pub name: String,
@@ -299,11 +316,13 @@ pub struct JobDefinition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 100))]
     pub steps: Vec<StepDefinition>,
 }
 
 /// One entry of `GET /api/job-definitions`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DefinitionInfo {
     pub id: String,
     pub name: String,
@@ -319,17 +338,20 @@ pub struct DefinitionInfo {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DefinitionsList {
     pub job_definitions: Vec<DefinitionInfo>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     pub status: String,
     pub version: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobsList {
     pub jobs: Vec<Job>,
     pub total_count: u64,
@@ -338,6 +360,7 @@ pub struct JobsList {
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Stats {
     pub total_jobs: u64,
     pub pending_jobs: u64,
@@ -364,6 +387,7 @@ impl Stats {
 /// Sort order of `GET /api/jobs/{id}/logs`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Order {
     #[default]
     Desc,
@@ -371,6 +395,7 @@ pub enum Order {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LogsResponse {
     pub job_id: String,
     pub logs: Vec<Event>,
@@ -384,12 +409,14 @@ pub struct LogsResponse {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CancelResponse {
     pub job_id: String,
     pub message: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeleteResponse {
     pub job_id: String,
     pub deleted_jobs: u64,
@@ -397,17 +424,28 @@ pub struct DeleteResponse {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RerunResponse {
     pub original_job_id: String,
     pub new_job_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExecuteResponse {
     pub job_id: String,
 }
 
+/// `DELETE /api/job-definitions/{id}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct DefinitionDeleted {
+    pub id: String,
+    pub deleted: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     pub error: String,
 }
@@ -415,6 +453,7 @@ pub struct ErrorBody {
 /// Server → client WebSocket messages: `{"type": …, "payload": …}`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", content = "payload", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ServerMessage {
     Hello(Hello),
     RefreshStepEvents(RefreshStepEvents),
@@ -426,6 +465,7 @@ pub enum ServerMessage {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Hello {
     pub version: String,
     /// `trigger` or `push`.
@@ -434,6 +474,7 @@ pub struct Hello {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RefreshStepEvents {
     pub step_ids: Vec<String>,
     pub manager_ids: Vec<String>,
@@ -443,6 +484,7 @@ pub struct RefreshStepEvents {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobStatusChange {
     pub job_id: String,
     #[serde(default)]
@@ -459,6 +501,7 @@ pub struct JobStatusChange {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StepProgress {
     pub step_id: String,
     pub manager_id: String,
@@ -466,11 +509,13 @@ pub struct StepProgress {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobLog {
     pub event: Event,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct WsError {
     pub message: String,
 }
@@ -478,6 +523,7 @@ pub struct WsError {
 /// Client → server WebSocket messages.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum ClientMessage {
     /// Narrows this client to these managers; an empty list means all.
     Subscribe { job_ids: Vec<String> },

@@ -6,8 +6,11 @@
 //! flushed, so whoever sees "completed" can read every event of the job.
 
 pub mod definition;
+mod read;
 mod run;
 pub mod runners;
+
+pub use read::{JobsQuery, LogsRequest};
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
@@ -38,6 +41,9 @@ pub enum EngineError {
     ShuttingDown,
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A task the request waited on panicked or was cancelled.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
@@ -87,17 +93,17 @@ impl LiveManager {
 }
 
 pub struct Engine {
-    pub store: Store,
-    pub aggregator: Arc<Aggregator>,
-    pub config: Config,
+    store: Store,
+    aggregator: Arc<Aggregator>,
+    config: Config,
     definitions: RwLock<BTreeMap<String, Loaded>>,
     live: Mutex<HashMap<u64, Arc<LiveManager>>>,
     /// The worker pool: one permit per unit of work (a child job, or a step that does not
     /// fan out), so `concurrency` bounds what runs at once across all managers.
-    pub pool: Arc<Semaphore>,
-    pub http: reqwest::Client,
+    pool: Arc<Semaphore>,
+    http: reqwest::Client,
     /// Logs pages read for one client and shared with the others asking for the same.
-    pub pages: PageCache,
+    pages: PageCache,
     tasks: TaskTracker,
     shutting_down: CancellationToken,
 }
@@ -511,8 +517,25 @@ impl Engine {
         let _ = self.store.sync().await;
     }
 
-    pub fn is_shutting_down(&self) -> bool {
-        self.shutting_down.is_cancelled()
+    /// The configuration the daemon runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    #[cfg(test)]
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    #[cfg(test)]
+    pub(crate) fn pages(&self) -> &PageCache {
+        &self.pages
+    }
+
+    /// The aggregator that turns commits into client triggers (the WebSocket route
+    /// registers its clients there).
+    pub(crate) fn aggregator(&self) -> &Arc<Aggregator> {
+        &self.aggregator
     }
 
     pub(crate) fn status_change(&self, m: &ManagerRecord, step: u32) {

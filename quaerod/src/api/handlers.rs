@@ -1,0 +1,227 @@
+//! One plain async function per operation: typed arguments in (the filters parse the
+//! request), one call to the engine, a response out. Each carries its `#[utoipa::path]`,
+//! from which both the OpenAPI document and the route that serves it are made.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use quaero_shared::{
+    CancelResponse, DefinitionDeleted, DefinitionInfo, DefinitionsList, DeleteResponse, ErrorBody, ExecuteResponse,
+    Health, Job, JobDefinition, JobStatus, JobsList, Level, LogsResponse, Order, RerunResponse, Stats,
+};
+use warp::Rejection;
+use warp::http::StatusCode;
+
+use super::{ApiError, DEFAULT_JOBS_LIMIT, DEFAULT_LOG_LIMIT, MAX_JOBS_LIMIT, MAX_LOG_LIMIT, json, json_bytes, reject};
+use crate::engine::{Engine, JobsQuery, LogsRequest};
+
+type Reply = Result<warp::reply::Response, Rejection>;
+
+/// A count or seq in a query: 0 up to `i64::MAX`, as the document says.
+fn non_negative(name: &str, v: &str) -> Result<u64, Rejection> {
+    match v.trim().parse::<i64>() {
+        Ok(n) if n >= 0 => Ok(n as u64),
+        _ => Err(ApiError::bad_request(format!("{name}: must be an integer from 0 to {}, got {v:?}", i64::MAX))),
+    }
+}
+
+fn positive(name: &str, v: &str) -> Result<usize, Rejection> {
+    match v.trim().parse::<i64>() {
+        Ok(n) if n > 0 => Ok(n as usize),
+        _ => Err(ApiError::bad_request(format!("{name}: must be a positive integer, got {v:?}"))),
+    }
+}
+
+/// Liveness; needs no token.
+#[utoipa::path(get, path = "/api/health", tag = "daemon", responses((status = 200, body = Health)))]
+pub async fn health() -> Reply {
+    Ok(json(StatusCode::OK, &Health { status: "ok".into(), version: env!("CARGO_PKG_VERSION").into() }))
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "daemon", security(("bearer" = []), ()),
+    responses((status = 200, description = "The OpenAPI 3.1 document", content_type = "application/json"),
+        (status = 401, body = ErrorBody)))]
+pub async fn openapi() -> Reply {
+    Ok(json_bytes(StatusCode::OK, super::openapi::document_json()))
+}
+
+/// Counts of jobs (all depths) by status.
+#[utoipa::path(get, path = "/api/jobs/stats", tag = "jobs", security(("bearer" = []), ()),
+    responses((status = 200, body = Stats), (status = 401, body = ErrorBody)))]
+pub async fn stats(eng: Arc<Engine>) -> Reply {
+    Ok(json(StatusCode::OK, &eng.stats()))
+}
+
+/// Jobs: managers newest first (the default), a manager's steps, or a step's children.
+#[utoipa::path(get, path = "/api/jobs", tag = "jobs", security(("bearer" = []), ()),
+    params(
+        ("limit" = Option<i64>, Query, minimum = 1, description = "page size, default 50; above 1000 is read as 1000"),
+        ("offset" = Option<i64>, Query, minimum = 0, description = "jobs to skip, default 0"),
+        ("status" = Option<String>, Query, pattern = r"^((pending|running|completed|failed|cancelled)(,(pending|running|completed|failed|cancelled))*)?$",
+            description = "comma-separated statuses to keep; empty or absent: all"),
+        ("parent_id" = Option<String>, Query, pattern = r"^(root|m[0-9]+(-s[0-9]+(-c[0-9]+)?)?)$", description = "`root` (the default) lists managers; a manager id its steps; a step id its children"),
+    ),
+    responses((status = 200, body = JobsList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, description = "no such parent job", body = ErrorBody)))]
+pub async fn list_jobs(eng: Arc<Engine>, q: HashMap<String, String>) -> Reply {
+    let limit = match q.get("limit") {
+        None => DEFAULT_JOBS_LIMIT,
+        Some(v) => positive("limit", v)?.min(MAX_JOBS_LIMIT),
+    };
+    let offset = match q.get("offset") {
+        None => 0,
+        Some(v) => non_negative("offset", v)? as usize,
+    };
+    let mut statuses = Vec::new();
+    if let Some(s) = q.get("status").filter(|s| !s.is_empty()) {
+        for part in s.split(',') {
+            statuses.push(part.parse::<JobStatus>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "status: {part:?} is not one of pending, running, completed, failed, cancelled"
+                ))
+            })?);
+        }
+    }
+    let query = JobsQuery { parent: q.get("parent_id").cloned(), statuses, limit, offset };
+    let page = eng.jobs_page(query).await.map_err(reject)?;
+    Ok(json(StatusCode::OK, &page))
+}
+
+/// One job; a manager includes its steps.
+#[utoipa::path(get, path = "/api/jobs/{job_id}", tag = "jobs", security(("bearer" = []), ()),
+    params(("job_id" = String, Path, pattern = r"^m[0-9]+(-s[0-9]+(-c[0-9]+)?)?$", description = "`m<N>`, `m<N>-s<I>` or `m<N>-s<I>-c<K>`")),
+    responses((status = 200, body = Job), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_job(id: String, eng: Arc<Engine>) -> Reply {
+    eng.get_job(&id).map(|j| json(StatusCode::OK, &j)).map_err(reject)
+}
+
+/// A job's events: the newest `limit`, or with `after` the oldest `limit` after a seq.
+#[utoipa::path(get, path = "/api/jobs/{job_id}/logs", tag = "jobs", security(("bearer" = []), ()),
+    params(
+        ("job_id" = String, Path, pattern = r"^m[0-9]+(-s[0-9]+(-c[0-9]+)?)?$", description = "any job id; a step's or manager's events include its children's"),
+        ("limit" = Option<i64>, Query, minimum = 1, description = "default 1000; above 5000 is read as 5000"),
+        ("order" = Option<Order>, Query, description = "without `after`: `desc` (default) newest first, `asc` the same events oldest first"),
+        ("after" = Option<i64>, Query, minimum = 0, description = "follow: events with a greater seq, oldest first"),
+        ("level" = Option<String>, Query, pattern = "^(debug|info|warn|error|all)$", description = "minimum level, default all"),
+    ),
+    responses((status = 200, body = LogsResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn logs(id: String, eng: Arc<Engine>, q: HashMap<String, String>) -> Reply {
+    let limit = match q.get("limit") {
+        None => DEFAULT_LOG_LIMIT,
+        Some(v) => positive("limit", v)?.min(MAX_LOG_LIMIT),
+    };
+    let order = match q.get("order").map(String::as_str) {
+        None | Some("desc") => Order::Desc,
+        Some("asc") => Order::Asc,
+        Some(o) => return Err(ApiError::bad_request(format!("order: must be asc or desc, got {o:?}"))),
+    };
+    let after = match q.get("after") {
+        None => None,
+        Some(v) => Some(non_negative("after", v)?),
+    };
+    let min_level = match q.get("level").map(String::as_str) {
+        None | Some("all") => None,
+        Some(l @ ("debug" | "info" | "warn" | "error")) => l.parse::<Level>().ok(),
+        Some(l) => {
+            return Err(ApiError::bad_request(format!("level: must be debug, info, warn, error or all, got {l:?}")));
+        }
+    };
+    let page = eng.logs_page(&id, LogsRequest { limit, order, after, min_level }).await.map_err(reject)?;
+    Ok(json_bytes(StatusCode::OK, page))
+}
+
+/// Cancels a running or pending job (a manager with its steps and children).
+#[utoipa::path(post, path = "/api/jobs/{job_id}/cancel", tag = "jobs", security(("bearer" = []), ()),
+    params(("job_id" = String, Path, pattern = r"^m[0-9]+(-s[0-9]+(-c[0-9]+)?)?$")), request_body(content = Object, description = "`{}` or nothing", content_type = "application/json"),
+
+    responses((status = 200, body = CancelResponse), (status = 400, description = "a body that is not a JSON object", body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "already terminal", body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+pub async fn cancel(id: String, eng: Arc<Engine>) -> Reply {
+    let message = eng.cancel(&id).await.map_err(reject)?;
+    Ok(json(StatusCode::OK, &CancelResponse { job_id: id, message }))
+}
+
+/// Deletes a terminal manager with its steps, children and events.
+#[utoipa::path(delete, path = "/api/jobs/{job_id}", tag = "jobs", security(("bearer" = []), ()),
+    params(("job_id" = String, Path, pattern = r"^m[0-9]+$", description = "a manager id")), request_body(content = Object, description = "`{}` or nothing", content_type = "application/json"),
+    responses((status = 200, body = DeleteResponse), (status = 400, description = "not a manager id", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "still running", body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+pub async fn delete_job(id: String, eng: Arc<Engine>) -> Reply {
+    let (deleted_jobs, deleted_events) = eng.delete(&id).await.map_err(reject)?;
+    Ok(json(StatusCode::OK, &DeleteResponse { job_id: id, deleted_jobs, deleted_events }))
+}
+
+/// Runs a manager's definition (as stored with it) again as a new manager.
+#[utoipa::path(post, path = "/api/jobs/{job_id}/rerun", tag = "jobs", security(("bearer" = []), ()),
+    params(("job_id" = String, Path, pattern = r"^m[0-9]+$", description = "a manager id")), request_body(content = Object, description = "`{}` or nothing", content_type = "application/json"),
+    responses((status = 201, body = RerunResponse), (status = 400, description = "not a manager id", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody),
+        (status = 503, description = "shutting down", body = ErrorBody)))]
+pub async fn rerun(id: String, eng: Arc<Engine>) -> Reply {
+    let new_job_id = eng.rerun(&id).await.map_err(reject)?;
+    Ok(json(StatusCode::CREATED, &RerunResponse { original_job_id: id, new_job_id }))
+}
+
+/// Every definition, valid or not (an invalid one carries its error).
+#[utoipa::path(get, path = "/api/job-definitions", tag = "definitions", security(("bearer" = []), ()),
+    responses((status = 200, body = DefinitionsList), (status = 401, body = ErrorBody)))]
+pub async fn list_definitions(eng: Arc<Engine>) -> Reply {
+    Ok(json(StatusCode::OK, &DefinitionsList { job_definitions: eng.list_definitions() }))
+}
+
+/// Creates or replaces a definition from JSON (kept in the store, never as a file).
+#[utoipa::path(post, path = "/api/job-definitions", tag = "definitions", security(("bearer" = []), ()),
+    request_body = JobDefinition,
+    responses((status = 201, body = DefinitionInfo), (status = 400, description = "invalid, naming the field", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 409, body = ErrorBody), (status = 411, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+pub async fn put_definition(eng: Arc<Engine>, body: bytes::Bytes) -> Reply {
+    let def: JobDefinition =
+        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid job definition: {e}")))?;
+    let info = eng.put_definition(def).map_err(reject)?;
+    Ok(json(StatusCode::CREATED, &info))
+}
+
+/// One definition.
+#[utoipa::path(get, path = "/api/job-definitions/{definition_id}", tag = "definitions", security(("bearer" = []), ()),
+    params(("definition_id" = String, Path, pattern = r"^[a-z0-9_-]{1,64}$")),
+    responses((status = 200, body = DefinitionInfo), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn get_definition(id: String, eng: Arc<Engine>) -> Reply {
+    eng.get_definition(&id).map(|d| json(StatusCode::OK, &d)).map_err(reject)
+}
+
+/// Deletes a definition made over the API (file definitions are removed by deleting the file).
+#[utoipa::path(delete, path = "/api/job-definitions/{definition_id}", tag = "definitions", security(("bearer" = []), ()),
+    params(("definition_id" = String, Path, pattern = r"^[a-z0-9_-]{1,64}$")), request_body(content = Object, description = "`{}` or nothing", content_type = "application/json"),
+    responses((status = 200, body = DefinitionDeleted), (status = 400, description = "a body that is not a JSON object", body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody),
+        (status = 409, description = "a file definition", body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+pub async fn delete_definition(id: String, eng: Arc<Engine>) -> Reply {
+    eng.delete_definition(&id).map_err(reject)?;
+    Ok(json(StatusCode::OK, &DefinitionDeleted { id, deleted: true }))
+}
+
+/// Runs a definition; the new manager's id comes back at once.
+#[utoipa::path(post, path = "/api/job-definitions/{definition_id}/execute", tag = "definitions", security(("bearer" = []), ()),
+    params(("definition_id" = String, Path, pattern = r"^[a-z0-9_-]{1,64}$")), request_body(content = Object, description = "`{}` or nothing", content_type = "application/json"),
+    responses((status = 202, body = ExecuteResponse), (status = 400, description = "the definition is invalid", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
+        (status = 415, body = ErrorBody), (status = 503, description = "shutting down", body = ErrorBody)))]
+pub async fn execute(id: String, eng: Arc<Engine>) -> Reply {
+    let job_id = eng.execute(&id).await.map_err(reject)?;
+    Ok(json(StatusCode::ACCEPTED, &ExecuteResponse { job_id }))
+}
+
+/// The Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "daemon", security(("bearer" = []), ()),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
+        (status = 401, body = ErrorBody)))]
+pub async fn metrics(eng: Arc<Engine>) -> Reply {
+    let text = eng.metrics_text().await.map_err(reject)?;
+    Ok(warp::http::Response::builder()
+        .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+        .body(text.into())
+        .expect("response"))
+}

@@ -1,0 +1,111 @@
+//! The engine's read side, one method per API operation: the HTTP layer parses a request,
+//! calls one of these and writes what it returns; it never reaches the store, the page
+//! cache or the pool itself.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use quaero_shared::{JobStatus, JobsList, Level, Order, Stats};
+
+use super::{Engine, EngineError, Result};
+use crate::page_cache::PageKey;
+use crate::store::LogQuery;
+use crate::wire::LogsBody;
+
+/// `GET /api/jobs`, parsed.
+#[derive(Debug, Clone, Default)]
+pub struct JobsQuery {
+    /// `None` or `root`: managers; else a manager's steps or a step's children.
+    pub parent: Option<String>,
+    /// Empty: every status.
+    pub statuses: Vec<JobStatus>,
+    pub limit: usize,
+    pub offset: usize,
+}
+
+/// `GET /api/jobs/{id}/logs`, parsed.
+#[derive(Debug, Clone, Copy)]
+pub struct LogsRequest {
+    pub limit: usize,
+    pub order: Order,
+    pub after: Option<u64>,
+    /// `None`: every level.
+    pub min_level: Option<Level>,
+}
+
+impl LogsRequest {
+    /// The `level` the response echoes.
+    fn level_name(&self) -> &'static str {
+        self.min_level.map_or("all", Level::as_str)
+    }
+}
+
+impl Engine {
+    /// `GET /api/jobs/stats`: counts kept by the store's writer.
+    pub fn stats(&self) -> Stats {
+        self.store.stats()
+    }
+
+    /// `GET /api/jobs`, on a blocking thread (listing managers reads the store).
+    pub async fn jobs_page(self: &Arc<Self>, q: JobsQuery) -> Result<JobsList> {
+        let eng = self.clone();
+        let (limit, offset) = (q.limit as u64, q.offset as u64);
+        let (jobs, total_count) =
+            tokio::task::spawn_blocking(move || eng.list_jobs(q.parent.as_deref(), &q.statuses, q.limit, q.offset))
+                .await
+                .map_err(|e| EngineError::Internal(e.to_string()))??;
+        Ok(JobsList { jobs, total_count, limit, offset })
+    }
+
+    /// `GET /api/jobs/{id}/logs` as the JSON body. Clients that ask for the same page
+    /// while nothing in its scope changed share one read (see `page_cache`).
+    pub async fn logs_page(&self, id: &str, req: LogsRequest) -> Result<Bytes> {
+        let (path, m) = self.resolve(id)?;
+        // Read before the page is: see page_cache for why that order makes sharing safe.
+        let version = self.store.version(path);
+        let query = LogQuery { path, limit: req.limit, order: req.order, after: req.after, min_level: req.min_level };
+        let key = PageKey { id: id.to_string(), query };
+        let store = self.store.clone();
+        let id = id.to_string();
+        let read = || async move {
+            tokio::task::spawn_blocking(move || {
+                let page = store.read_logs(&query)?;
+                // `after` reads are always oldest first.
+                let order = if req.after.is_some() { Order::Asc } else { req.order };
+                let body =
+                    LogsBody::new(&id, &m, &page.events, req.limit as u64, order, req.level_name(), page.last_seq);
+                Ok(Bytes::from(crate::wire::to_json(&body)))
+            })
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))?
+        };
+        self.pages.get_or_read(key, version, read).await
+    }
+
+    /// `GET /metrics`: the Prometheus text, with the gauges read now.
+    pub async fn metrics_text(self: &Arc<Self>) -> Result<String> {
+        let eng = self.clone();
+        tokio::task::spawn_blocking(move || {
+            let m = &crate::metrics::METRICS;
+            let stats = eng.store.stats();
+            for (status, n) in [
+                ("pending", stats.pending_jobs),
+                ("running", stats.running_jobs),
+                ("completed", stats.completed_jobs),
+                ("failed", stats.failed_jobs),
+                ("cancelled", stats.cancelled_jobs),
+            ] {
+                m.jobs.with_label_values(&[status]).set(n as i64);
+            }
+            m.queue_depth.set(stats.pending_jobs as i64);
+            let size = eng.config.concurrency;
+            m.workers.set(size as i64);
+            m.workers_busy.set(size.saturating_sub(eng.pool.available_permits()) as i64);
+            m.ws_clients.set(eng.aggregator.client_count() as i64);
+            m.store_bytes.set(eng.store.size_on_disk() as i64);
+            m.render()
+        })
+        .await
+        .map_err(|e| EngineError::Internal(e.to_string()))
+    }
+}
