@@ -19,7 +19,10 @@ use crate::engine::Engine;
 pub(crate) static SERVED: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
 
 /// Path templates and the methods each answers, for the `Allow` header of a 405.
-static ALLOW: Mutex<Vec<(Arc<[Segment]>, &'static str)>> = Mutex::new(Vec::new());
+static ALLOW: Mutex<Vec<Allowed>> = Mutex::new(Vec::new());
+
+/// A path template and one method it answers.
+type Allowed = (Arc<[Segment]>, &'static str);
 
 #[derive(Clone)]
 enum Segment {
