@@ -84,7 +84,7 @@ fn the_dashboard_runs_a_job_and_shows_it_complete() {
     t.keys(&["Enter"]);
     t.wait_for("the step list", |s| s.contains("Step 1/1: greet"));
     t.keys(&["Enter"]);
-    t.wait_for("the step's events", |s| s.contains("[step] hello"));
+    t.wait_for("the step's events", |s| s.contains("[greet/step] hello"));
     let s = t.wait_for("the completed status", |s| s.contains("Demo run completed") && s.contains("hello 40 of 40"));
     assert!(!s.contains('\u{1b}'));
 
