@@ -2,7 +2,9 @@
 //! from the handler's `#[utoipa::path]` through [`endpoint`], so the router serves exactly
 //! what the OpenAPI document lists.
 
-use std::collections::{BTreeSet, HashMap};
+#[cfg(test)]
+use std::collections::BTreeSet;
+use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
 
@@ -14,15 +16,24 @@ use warp::{Filter, Rejection, Reply};
 use super::{ApiError, MAX_BODY, handlers, token_matches};
 use crate::engine::Engine;
 
-/// Every (method, path) that [`endpoint`] made a filter for: the router's own list, which a
-/// test holds against the OpenAPI document.
-pub(crate) static SERVED: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
+/// Every (path, method) that [`endpoint`] made a filter for, with the template it matches:
+/// the router's own list, for the `Allow` header of a 405 and for a test that holds it
+/// against the document. Keyed, so building the routes again adds nothing.
+static SERVED: Mutex<BTreeMap<(String, &'static str), Served>> = Mutex::new(BTreeMap::new());
 
-/// Path templates and the methods each answers, for the `Allow` header of a 405.
-static ALLOW: Mutex<Vec<Allowed>> = Mutex::new(Vec::new());
+struct Served {
+    template: Arc<[Segment]>,
+    /// A page's GET answers HEAD too (not an operation of its own in the document).
+    with_head: bool,
+}
 
-/// A path template and one method it answers.
-type Allowed = (Arc<[Segment]>, &'static str);
+/// The (method, path) pairs the router serves and the document lists, as the document
+/// spells them (`get`, `/api/jobs/{job_id}`).
+#[cfg(test)]
+pub(crate) fn documented_routes() -> BTreeSet<(String, String)> {
+    let served = SERVED.lock().expect("served");
+    served.keys().map(|(path, m)| (m.to_lowercase(), path.clone())).collect()
+}
 
 #[derive(Clone)]
 enum Segment {
@@ -68,14 +79,10 @@ fn route<P: utoipa::Path>(with_head: bool) -> impl Filter<Extract = (Vec<String>
     let methods = P::methods();
     assert_eq!(methods.len(), 1, "{path}: one method per operation");
     let method = methods[0].clone();
-    SERVED.lock().expect("served").insert((method_name(&method).to_lowercase(), path.clone()));
     let template = template(&path);
     {
-        let mut allow = ALLOW.lock().expect("allow");
-        allow.push((template.clone(), method_name(&method)));
-        if with_head {
-            allow.push((template.clone(), "HEAD"));
-        }
+        let served = Served { template: template.clone(), with_head };
+        SERVED.lock().expect("served").insert((path, method_name(&method)), served);
     }
     let method = match method {
         HttpMethod::Get if with_head => warp::get().or(warp::head()).unify().boxed(),
@@ -124,12 +131,13 @@ fn method_name(m: &HttpMethod) -> &'static str {
 pub fn method_not_allowed() -> impl Filter<Extract = (warp::reply::Response,), Error = Rejection> + Clone {
     warp::path::full().and(warp::method()).and_then(
         |full: warp::path::FullPath, method: warp::http::Method| async move {
-            let mut methods: Vec<&str> = ALLOW
+            let mut methods: Vec<&str> = SERVED
                 .lock()
-                .expect("allow")
+                .expect("served")
                 .iter()
-                .filter(|(t, _)| matches(t, full.as_str()).is_some())
-                .map(|(_, m)| *m)
+                .filter(|(_, s)| matches(&s.template, full.as_str()).is_some())
+                .flat_map(|((_, m), s)| [Some(*m), s.with_head.then_some("HEAD")])
+                .flatten()
                 .collect();
             methods.sort_unstable();
             methods.dedup();
@@ -250,18 +258,14 @@ async fn read_object<B: bytes::Buf>(
 ) -> Result<(), Rejection> {
     use futures_util::StreamExt;
     let mut body = std::pin::pin!(body);
+    use bytes::BufMut;
     let mut bytes = Vec::new();
     while let Some(chunk) = body.next().await {
-        let mut chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
         if (bytes.len() + chunk.remaining()) as u64 > MAX_BODY {
             return Err(too_large());
         }
-        while chunk.has_remaining() {
-            let part = chunk.chunk();
-            bytes.extend_from_slice(part);
-            let n = part.len();
-            chunk.advance(n);
-        }
+        bytes.put(chunk);
     }
     if bytes.is_empty() {
         return Ok(());
@@ -318,27 +322,27 @@ fn list_jobs(c: &Ctx) -> BoxedFilter<(warp::reply::Response,)> {
     endpoint0::<handlers::__path_list_jobs>().and(c.guarded()).and(query()).and_then(handlers::list_jobs).boxed()
 }
 
-/// GET /api/jobs/{id}
+/// GET /api/jobs/{job_id}
 fn get_job(c: &Ctx) -> BoxedFilter<(warp::reply::Response,)> {
     endpoint1::<handlers::__path_get_job>().and(c.guarded()).and_then(handlers::get_job).boxed()
 }
 
-/// GET /api/jobs/{id}/logs
+/// GET /api/jobs/{job_id}/logs
 fn logs(c: &Ctx) -> BoxedFilter<(warp::reply::Response,)> {
     endpoint1::<handlers::__path_logs>().and(c.guarded()).and(query()).and_then(handlers::logs).boxed()
 }
 
-/// POST /api/jobs/{id}/cancel
+/// POST /api/jobs/{job_id}/cancel
 fn cancel(c: &Ctx) -> BoxedFilter<(warp::reply::Response,)> {
     endpoint1::<handlers::__path_cancel>().and(c.mutation()).and_then(handlers::cancel).boxed()
 }
 
-/// DELETE /api/jobs/{id}
+/// DELETE /api/jobs/{job_id}
 fn delete_job(c: &Ctx) -> BoxedFilter<(warp::reply::Response,)> {
     endpoint1::<handlers::__path_delete_job>().and(c.mutation()).and_then(handlers::delete_job).boxed()
 }
 
-/// POST /api/jobs/{id}/rerun
+/// POST /api/jobs/{job_id}/rerun
 fn rerun(c: &Ctx) -> BoxedFilter<(warp::reply::Response,)> {
     endpoint1::<handlers::__path_rerun>().and(c.mutation()).and_then(handlers::rerun).boxed()
 }
@@ -360,17 +364,17 @@ fn put_definition(c: &Ctx) -> BoxedFilter<(warp::reply::Response,)> {
         .boxed()
 }
 
-/// GET /api/job-definitions/{id}
+/// GET /api/job-definitions/{definition_id}
 fn get_definition(c: &Ctx) -> BoxedFilter<(warp::reply::Response,)> {
     endpoint1::<handlers::__path_get_definition>().and(c.guarded()).and_then(handlers::get_definition).boxed()
 }
 
-/// DELETE /api/job-definitions/{id}
+/// DELETE /api/job-definitions/{definition_id}
 fn delete_definition(c: &Ctx) -> BoxedFilter<(warp::reply::Response,)> {
     endpoint1::<handlers::__path_delete_definition>().and(c.mutation()).and_then(handlers::delete_definition).boxed()
 }
 
-/// POST /api/job-definitions/{id}/execute
+/// POST /api/job-definitions/{definition_id}/execute
 fn execute(c: &Ctx) -> BoxedFilter<(warp::reply::Response,)> {
     endpoint1::<handlers::__path_execute>().and(c.mutation()).and_then(handlers::execute).boxed()
 }
@@ -381,8 +385,8 @@ pub fn metrics(engine: Arc<Engine>, token: Option<Arc<str>>) -> BoxedFilter<(war
     endpoint0::<handlers::__path_metrics>().and(c.guarded()).and_then(handlers::metrics).boxed()
 }
 
-/// Every `/api` route. Order matters only where paths overlap: `/api/jobs/stats` before
-/// `/api/jobs/{id}`.
+/// Every `/api` route. Their paths never overlap (ids have a shape, see [`Segment`]), so
+/// the order does not matter.
 pub fn api(
     engine: Arc<Engine>,
     token: Option<Arc<str>>,
