@@ -4,9 +4,11 @@
 # every check with a bounded number of examples per operation and a bounded time, and fails
 # on any finding. Usage: bash tests/api-fuzz/run.sh [path/to/quaerod]
 set -euo pipefail
-cd "$(dirname "$0")"
-bin="${1:-../../target/debug/quaerod}"
+here="$(cd "$(dirname "$0")" && pwd)"
+# A relative path is the caller's: resolve it before moving into this folder.
+bin="${1:-$here/../../target/debug/quaerod}"
 bin="$(cd "$(dirname "$bin")" && pwd)/$(basename "$bin")"
+cd "$here"
 
 if ! command -v st >/dev/null 2>&1 && ! python3 -c 'import schemathesis' 2>/dev/null; then
   echo "== installing schemathesis"
