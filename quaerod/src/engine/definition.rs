@@ -109,26 +109,12 @@ pub fn valid_id(id: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Decodes a step's `config`; an error names the key at fault (`steps[0].config.count: …`),
+/// also a key of the wrong type, which serde_json's own message leaves out.
 fn step_config<T: for<'de> Deserialize<'de>>(at: &str, v: &serde_json::Value) -> Result<T, String> {
-    serde_json::from_value(v.clone()).map_err(|e| {
-        // serde_json names a missing or unknown field but not one of the wrong type: find
-        // it by leaving each key out in turn (the one whose absence cures the error, or
-        // only makes it missing, is the one at fault). That decodes the config once per
-        // key, so only for a config of a few dozen keys (a real one has a handful).
-        let at_fault = v.as_object().filter(|o| o.len() <= 32).and_then(|o| {
-            o.keys().find(|k| {
-                let mut rest = o.clone();
-                rest.remove(*k);
-                match serde_json::from_value::<T>(serde_json::Value::Object(rest)) {
-                    Ok(_) => true,
-                    Err(e) => e.to_string().starts_with(&format!("missing field `{k}`")),
-                }
-            })
-        });
-        match at_fault {
-            Some(k) => format!("{at}.config.{k}: {e}"),
-            None => format!("{at}.config: {e}"),
-        }
+    serde_path_to_error::deserialize(v).map_err(|e| match e.path().to_string().as_str() {
+        "." => format!("{at}.config: {}", e.inner()),
+        path => format!("{at}.config.{path}: {}", e.inner()),
     })
 }
 
@@ -317,6 +303,11 @@ mod tests {
         let e = def("id = \"x\"\n[[steps]]\nname = \"a\"\ntype = \"command\"\n[steps.config]\nrun = \"true\"\nfor_each = \"abc\"\n")
             .unwrap_err();
         assert!(e.starts_with("steps[0].config.for_each: invalid type"), "{e}");
+        let e = def(
+            "id = \"x\"\n[[steps]]\nname = \"a\"\ntype = \"command\"\n[steps.config]\nrun = \"x\"\nenv = { A = 1 }\n",
+        )
+        .unwrap_err();
+        assert!(e.starts_with("steps[0].config.env.A: invalid type"), "a nested key is named too: {e}");
         let e = def("id = \"X!\"\n[[steps]]\nname = \"a\"\ntype = \"emit\"\n").unwrap_err();
         assert!(e.starts_with("id:"), "{e}");
         let e = def("id = \"x\"\n[[steps]]\nname = \"a\"\ntype = \"command\"\n").unwrap_err();
