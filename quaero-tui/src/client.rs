@@ -78,15 +78,10 @@ impl Client {
         self.token.as_deref()
     }
 
-    /// `ws://host:port/ws` for an `http://host:port` base.
+    /// `ws://host:port/ws` for the `http://host:port` base (the only scheme `parse_server`
+    /// lets through).
     pub fn ws_url(&self) -> String {
-        let rest = self
-            .base
-            .strip_prefix("https://")
-            .map(|r| format!("wss://{r}"))
-            .or_else(|| self.base.strip_prefix("http://").map(|r| format!("ws://{r}")))
-            .unwrap_or_else(|| format!("ws://{}", self.base));
-        format!("{rest}/ws")
+        format!("ws://{}/ws", self.base.strip_prefix("http://").unwrap_or(&self.base))
     }
 
     fn request(&self, method: Method, path: &str) -> RequestBuilder {
@@ -203,18 +198,14 @@ fn normalize_base(raw: &str) -> Result<String, ApiError> {
     Ok(url.as_str().trim_end_matches('/').to_string())
 }
 
+/// What a path segment keeps as is: RFC 3986's unreserved characters.
+const SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
+
 /// Ids are URL-safe by contract, but a user-typed id is input: escape anything else so it
 /// cannot change the path.
 fn enc(id: &str) -> String {
-    let mut out = String::with_capacity(id.len());
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encoding::utf8_percent_encode(id, SEGMENT).to_string()
 }
 
 #[cfg(test)]
