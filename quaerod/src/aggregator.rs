@@ -54,10 +54,6 @@ pub struct Outbox {
     pub notify: Notify,
     /// Subscribed manager numbers; empty = all.
     filter: Mutex<HashSet<u64>>,
-    /// Triggers merged into one still pending (slow client), for metrics and tests.
-    pub merged: AtomicU64,
-    /// Push-mode messages dropped because the client fell behind.
-    pub dropped: AtomicU64,
 }
 
 impl Outbox {
@@ -84,7 +80,6 @@ impl Outbox {
             let finished: HashSet<String> = p.finished.iter().flat_map(|f| f.step_ids.iter().cloned()).collect();
             let (s, m, l) = p.refresh.get_or_insert_with(Default::default);
             if !s.is_empty() || !m.is_empty() {
-                self.merged.fetch_add(1, Ordering::Relaxed);
                 crate::metrics::METRICS.triggers_merged.inc();
             }
             for st in steps {
@@ -157,7 +152,6 @@ impl Outbox {
             p.logs_dropped += dropped;
         });
         if dropped > 0 {
-            self.dropped.fetch_add(dropped, Ordering::Relaxed);
             crate::metrics::METRICS.push_messages_dropped.inc_by(dropped);
         }
     }
@@ -225,8 +219,6 @@ pub struct Aggregator {
     pub mode: WsMode,
     next_client: AtomicU64,
     stats: OnceLock<Box<dyn Fn() -> Stats + Send + Sync>>,
-    /// Triggers sent (periodic + finished), for metrics and the benchmark.
-    pub triggers_sent: AtomicU64,
 }
 
 impl Aggregator {
@@ -237,7 +229,6 @@ impl Aggregator {
             mode,
             next_client: AtomicU64::new(1),
             stats: OnceLock::new(),
-            triggers_sent: AtomicU64::new(0),
         })
     }
 
@@ -309,7 +300,6 @@ impl Aggregator {
             }
             o.add_finished(scope, last_seq);
         }
-        self.triggers_sent.fetch_add(s.clients.len() as u64, Ordering::Relaxed);
         crate::metrics::METRICS.triggers_sent.inc_by(s.clients.len() as u64);
     }
 
@@ -344,7 +334,6 @@ impl Aggregator {
             }
         }
         if !dirty.is_empty() {
-            self.triggers_sent.fetch_add(s.clients.len() as u64, Ordering::Relaxed);
             crate::metrics::METRICS.triggers_sent.inc_by(s.clients.len() as u64);
         }
     }
@@ -506,7 +495,6 @@ mod tests {
         assert_eq!(periodic.step_ids, vec!["m1-s1"], "finished step merged away from periodic");
         let fin = r.iter().find(|t| t.finished).unwrap();
         assert_eq!(fin.step_ids, vec!["m2-s1"]);
-        assert!(slow.merged.load(Ordering::Relaxed) > 0);
     }
 
     #[test]
@@ -574,7 +562,6 @@ mod tests {
         a.committed(&Committed { scopes: &[(step(1, 1), 1)], last_seq: evs.len() as u64, events: &evs });
         let msgs = o.take();
         assert_eq!(msgs.len(), PUSH_QUEUE + 1);
-        assert_eq!(o.dropped.load(Ordering::Relaxed), 5);
         let OutMsg::Raw(first) = &msgs[0] else { panic!() };
         assert!(first.contains("\"job_log\"") && first.contains("\"e1\""));
         // The gap is announced once, after the messages that made it.
