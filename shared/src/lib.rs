@@ -87,15 +87,6 @@ impl Level {
             Self::Error => "error",
         }
     }
-
-    pub fn from_u8(v: u8) -> Level {
-        match v {
-            0 => Self::Debug,
-            1 => Self::Info,
-            2 => Self::Warn,
-            _ => Self::Error,
-        }
-    }
 }
 
 impl fmt::Display for Level {
@@ -134,14 +125,6 @@ impl Originator {
             Self::Manager => "manager",
             Self::Step => "step",
             Self::Worker => "worker",
-        }
-    }
-
-    pub fn from_u8(v: u8) -> Originator {
-        match v {
-            0 => Self::Manager,
-            1 => Self::Step,
-            _ => Self::Worker,
         }
     }
 }

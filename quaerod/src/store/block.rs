@@ -26,21 +26,16 @@ pub struct RawEvent {
     pub message: String,
 }
 
+/// The on-disk byte of each level and originator, both ways, in one place.
+const LEVELS: [Level; 4] = [Level::Debug, Level::Info, Level::Warn, Level::Error];
+const ORIGINATORS: [Originator; 3] = [Originator::Manager, Originator::Step, Originator::Worker];
+
 pub fn level_byte(l: Level) -> u8 {
-    match l {
-        Level::Debug => 0,
-        Level::Info => 1,
-        Level::Warn => 2,
-        Level::Error => 3,
-    }
+    LEVELS.iter().position(|x| *x == l).expect("every level has a byte") as u8
 }
 
 pub fn originator_byte(o: Originator) -> u8 {
-    match o {
-        Originator::Manager => 0,
-        Originator::Step => 1,
-        Originator::Worker => 2,
-    }
+    ORIGINATORS.iter().position(|x| *x == o).expect("every originator has a byte") as u8
 }
 
 pub fn encode_into(
@@ -62,8 +57,9 @@ pub fn encode_into(
     buf.extend_from_slice(message.as_bytes());
 }
 
-/// Where each record body of a block lies. Stops at the first truncated record rather
-/// than trusting a damaged length.
+/// Where each record body of a block lies. Stops at the first damaged record (a length
+/// past the block, a level or originator byte out of range) rather than trusting it, so
+/// the decoders below index only checked bytes.
 fn spans(block: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
     let mut pos = 0usize;
     std::iter::from_fn(move || {
@@ -71,6 +67,12 @@ fn spans(block: &[u8]) -> impl Iterator<Item = Range<usize>> + '_ {
         let len = u32::from_le_bytes(len_bytes.try_into().ok()?) as usize;
         let body = pos + 4..pos + 4 + len;
         if len < HEADER || body.end > block.len() {
+            return None;
+        }
+        // A level or originator byte no version wrote is damage too, not an `error` event.
+        if usize::from(block[body.start + 16]) >= LEVELS.len()
+            || usize::from(block[body.start + 17]) >= ORIGINATORS.len()
+        {
             return None;
         }
         pos = body.end;
@@ -92,7 +94,7 @@ fn child_of(body: &[u8]) -> u32 {
 }
 
 fn level_of(body: &[u8]) -> Level {
-    Level::from_u8(body[16])
+    LEVELS[usize::from(body[16])]
 }
 
 fn decode(body: &[u8], step: u32) -> RawEvent {
@@ -100,7 +102,7 @@ fn decode(body: &[u8], step: u32) -> RawEvent {
         seq: seq_of(body),
         ts_ms: i64::from_le_bytes(body[8..16].try_into().expect("header checked")),
         level: level_of(body),
-        originator: Originator::from_u8(body[17]),
+        originator: ORIGINATORS[usize::from(body[17])],
         step,
         child: child_of(body),
         message: String::from_utf8_lossy(&body[HEADER..]).into_owned(),
@@ -215,5 +217,13 @@ mod tests {
         assert_eq!(per, HashMap::from([(0, 1), (3, 1), (4, 1)]));
         // A truncated block yields the whole records before the damage.
         assert_eq!(count(&buf[..buf.len() - 3]), 2);
+        // So does a record whose level or originator byte no version wrote (it used to
+        // read as an `error` or `worker` event).
+        let second = 4 + spans[0].len();
+        for (at, byte) in [(second + 4 + 16, 4u8), (second + 4 + 17, 200u8)] {
+            let mut bad = buf.clone();
+            bad[at] = byte;
+            assert_eq!(decode_block(&bad, 2, &Filter::default()).iter().map(|e| e.seq).collect::<Vec<_>>(), [5]);
+        }
     }
 }
