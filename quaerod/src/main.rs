@@ -65,7 +65,7 @@ fn check_config(config: &Config) -> ExitCode {
     let loaded = quaerod::engine::definition::load_dir(&config.definitions_dir);
     let mut bad = 0;
     for l in &loaded {
-        let source = l.source.trim_start_matches("file:");
+        let source = &l.source;
         match &l.plan {
             Ok(_) => _ = writeln!(out, "  ok       {:<20} {source}", l.def.id),
             Err(e) => {

@@ -215,7 +215,37 @@ fn validate_step(at: &str, s: &StepDefinition) -> Result<StepPlan, String> {
 pub struct Loaded {
     pub def: JobDefinition,
     pub plan: Result<Plan, String>,
-    pub source: String,
+    pub source: Source,
+    /// False for a file that did not parse: `def` is then a stand-in with the file's name as
+    /// its id, and takes no part in the duplicate-id check.
+    pub parsed: bool,
+}
+
+/// Where a definition comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Source {
+    File(std::path::PathBuf),
+    Api,
+}
+
+impl Source {
+    /// As the API lists it: `file:<path>` or `api`.
+    pub fn wire(&self) -> String {
+        match self {
+            Source::File(p) => format!("file:{}", p.display()),
+            Source::Api => "api".into(),
+        }
+    }
+}
+
+/// The file's path, or `api`: for messages and logs.
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Source::File(p) => write!(f, "{}", p.display()),
+            Source::Api => f.write_str("api"),
+        }
+    }
 }
 
 /// Reads every `*.toml` in `dir`. A file that does not parse or validate is kept with
@@ -234,7 +264,7 @@ pub fn load_dir(dir: &Path) -> Vec<Loaded> {
         if path.extension().and_then(|e| e.to_str()) != Some("toml") {
             continue;
         }
-        let source = format!("file:{}", path.display());
+        let source = Source::File(path.clone());
         let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or("invalid").to_string();
         let parsed = std::fs::read_to_string(&path)
             .map_err(|e| format!("cannot read: {e}"))
@@ -242,7 +272,7 @@ pub fn load_dir(dir: &Path) -> Vec<Loaded> {
         let loaded = match parsed {
             Ok(def) => {
                 let plan = validate(&def);
-                Loaded { def, plan, source }
+                Loaded { def, plan, source, parsed: true }
             }
             Err(e) => Loaded {
                 def: JobDefinition {
@@ -254,20 +284,21 @@ pub fn load_dir(dir: &Path) -> Vec<Loaded> {
                 },
                 plan: Err(e),
                 source,
+                parsed: false,
             },
         };
         out.push(loaded);
     }
     // An id that more than one file defines runs from neither: which one was meant is not
     // for the daemon to guess (the first by file name used to win, silently). Each says
-    // where the others are. A file that does not parse (no steps: its id is only its file
-    // name) keeps its own error and does not count.
+    // where the others are. A file that does not parse (its id is only its file name)
+    // keeps its own error and does not count.
     let mut by_id: BTreeMap<String, Vec<usize>> = BTreeMap::new();
-    for (k, l) in out.iter().enumerate().filter(|(_, l)| !l.def.steps.is_empty()) {
+    for (k, l) in out.iter().enumerate().filter(|(_, l)| l.parsed) {
         by_id.entry(l.def.id.clone()).or_default().push(k);
     }
     for (id, same) in by_id.into_iter().filter(|(_, same)| same.len() > 1) {
-        let files: Vec<&str> = same.iter().map(|&k| out[k].source.trim_start_matches("file:")).collect();
+        let files: Vec<String> = same.iter().map(|&k| out[k].source.to_string()).collect();
         let error = format!(
             "id: {id:?} is defined in more than one file ({}): none of them runs until one is renamed",
             files.join(", ")
@@ -278,7 +309,7 @@ pub fn load_dir(dir: &Path) -> Vec<Loaded> {
     }
     for l in &out {
         if let Err(e) = &l.plan {
-            tracing::warn!(file = %l.source.trim_start_matches("file:"), error = %e, "job definition not loaded");
+            tracing::warn!(file = %l.source, error = %e, "job definition not loaded");
         }
     }
     out
@@ -336,5 +367,21 @@ mod tests {
         let broken = l.iter().find(|l| l.def.id == "broken").unwrap();
         assert!(broken.plan.is_err());
         assert!(l.iter().find(|l| l.def.id == "good").unwrap().plan.is_ok());
+    }
+
+    /// A file that parses but has no steps still claims its id: the id is defined twice and
+    /// neither file runs (a file without steps used to be taken for one that did not parse).
+    #[test]
+    fn a_file_without_steps_still_claims_its_id() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.toml"), "id = \"x\"\n").unwrap();
+        std::fs::write(dir.path().join("b.toml"), "id = \"x\"\n[[steps]]\nname = \"a\"\ntype = \"emit\"\n").unwrap();
+        let l = load_dir(dir.path());
+        assert_eq!(l.len(), 2);
+        for d in &l {
+            let e = d.plan.as_ref().unwrap_err();
+            assert!(e.contains("more than one file") && e.contains("a.toml") && e.contains("b.toml"), "{e}");
+        }
+        assert_eq!(l[0].source.wire(), format!("file:{}", dir.path().join("a.toml").display()));
     }
 }

@@ -27,7 +27,7 @@ use crate::config::Config;
 use crate::page_cache::PageCache;
 use crate::store::{ChildRecord, ManagerRecord, StepRecord, Store, StoreError};
 use crate::time::{now_ms, rfc3339};
-use definition::{Loaded, Plan};
+use definition::{Loaded, Plan, Source};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -136,7 +136,7 @@ impl Engine {
         }
         for def in self.store.definitions()? {
             let plan = definition::validate(&def);
-            map.insert(def.id.clone(), Loaded { def, plan, source: "api".into() });
+            map.insert(def.id.clone(), Loaded { def, plan, source: Source::Api, parsed: true });
         }
         *self.definitions.write().expect("definitions") = map;
         Ok(())
@@ -158,7 +158,7 @@ impl Engine {
     pub fn put_definition(&self, def: JobDefinition) -> Result<DefinitionInfo> {
         let plan = definition::validate(&def).map_err(EngineError::Invalid)?;
         self.store.put_definition(&def)?;
-        let loaded = Loaded { def, plan: Ok(plan), source: "api".into() };
+        let loaded = Loaded { def, plan: Ok(plan), source: Source::Api, parsed: true };
         let info = definition_info(&loaded);
         self.definitions.write().expect("definitions").insert(loaded.def.id.clone(), loaded);
         Ok(info)
@@ -168,9 +168,9 @@ impl Engine {
         let mut defs = self.definitions.write().expect("definitions");
         match defs.get(id) {
             None => Err(EngineError::NotFound(format!("no job definition {id:?}"))),
-            Some(l) if l.source != "api" => Err(EngineError::Conflict(format!(
+            Some(l) if l.source != Source::Api => Err(EngineError::Conflict(format!(
                 "definition {id:?} comes from {}; remove the file instead",
-                l.source.trim_start_matches("file:")
+                l.source
             ))),
             Some(_) => {
                 self.store.delete_definition(id)?;
@@ -576,7 +576,7 @@ fn definition_info(l: &Loaded) -> DefinitionInfo {
         steps: l.def.steps.clone(),
         valid: l.plan.is_ok(),
         error: l.plan.as_ref().err().cloned(),
-        source: l.source.clone(),
+        source: l.source.wire(),
         timeout: l.def.timeout.clone(),
     }
 }
