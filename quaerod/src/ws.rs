@@ -13,7 +13,7 @@ use warp::ws::{Message, WebSocket};
 use warp::{Filter, Rejection, Reply};
 
 use crate::aggregator::{Aggregator, OutMsg, Outbox};
-use crate::api::{ApiError, token_matches};
+use crate::api::ApiError;
 
 pub const PING_EVERY: Duration = Duration::from_secs(30);
 pub const STUCK_AFTER: Duration = Duration::from_secs(30);
@@ -29,11 +29,6 @@ fn origin_allowed(origin: Option<&str>, host: Option<&str>) -> bool {
     o.eq_ignore_ascii_case(host)
 }
 
-#[derive(serde::Deserialize)]
-struct WsQuery {
-    token: Option<String>,
-}
-
 /// GET /ws: the WebSocket. The server sends `ServerMessage`s, the client may send
 /// `ClientMessage`s (see docs/websocket.md).
 #[utoipa::path(get, path = "/ws", tag = "daemon", security(("bearer" = []), ()),
@@ -47,49 +42,9 @@ pub fn route(
     token: Option<Arc<str>>,
 ) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     crate::api::filters::endpoint0::<__path_route>()
-        .and(warp::header::optional::<String>("origin"))
-        .and(warp::header::optional::<String>("host"))
-        .and(warp::header::optional::<String>("authorization"))
+        .and(same_origin())
+        .and(crate::api::filters::auth_or_browser_token(token))
         .and(warp::header::optional::<String>("sec-websocket-protocol"))
-        .and(warp::query::<WsQuery>().or(warp::any().map(|| WsQuery { token: None })).unify())
-        .and_then(
-            move |origin: Option<String>,
-                  host: Option<String>,
-                  authz: Option<String>,
-                  proto: Option<String>,
-                  q: WsQuery| {
-                let token = token.clone();
-                async move {
-                    if !origin_allowed(origin.as_deref(), host.as_deref()) {
-                        return Err(warp::reject::custom(ApiError {
-                            status: StatusCode::FORBIDDEN,
-                            message: "WebSocket upgrade from a foreign Origin refused".into(),
-                        }));
-                    }
-                    if let Some(t) = &token {
-                        let from_header = authz.as_deref().and_then(|h| h.strip_prefix("Bearer ")).map(str::trim);
-                        // Browsers cannot set headers on a WebSocket: they may pass the token
-                        // as a subprotocol ("bearer.<token>" or the bare token) or `?token=`.
-                        let from_proto = proto.as_deref().and_then(|p| {
-                            p.split(',')
-                                .map(str::trim)
-                                .map(|p| p.strip_prefix("bearer.").unwrap_or(p))
-                                .find(|p| token_matches(p, t))
-                        });
-                        let ok = from_header.is_some_and(|g| token_matches(g, t))
-                            || from_proto.is_some()
-                            || q.token.as_deref().is_some_and(|g| token_matches(g, t));
-                        if !ok {
-                            return Err(warp::reject::custom(ApiError {
-                                status: StatusCode::UNAUTHORIZED,
-                                message: "missing or wrong bearer token".into(),
-                            }));
-                        }
-                    }
-                    Ok::<_, Rejection>(proto)
-                }
-            },
-        )
         .and(warp::ws())
         .map(move |proto: Option<String>, ws: warp::ws::Ws| {
             let agg = agg.clone();
@@ -105,6 +60,24 @@ pub fn route(
                 _ => reply.into_response(),
             }
         })
+}
+
+/// Refuses an upgrade whose `Origin` is not this server (403): a page on another origin
+/// cannot open a WebSocket to the daemon with the user's browser.
+fn same_origin() -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::header::optional::<String>("origin")
+        .and(warp::header::optional::<String>("host"))
+        .and_then(|origin: Option<String>, host: Option<String>| async move {
+            if origin_allowed(origin.as_deref(), host.as_deref()) {
+                Ok(())
+            } else {
+                Err(warp::reject::custom(ApiError {
+                    status: StatusCode::FORBIDDEN,
+                    message: "WebSocket upgrade from a foreign Origin refused".into(),
+                }))
+            }
+        })
+        .untuple_one()
 }
 
 fn encode(m: &OutMsg) -> Message {

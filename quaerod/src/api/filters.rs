@@ -216,6 +216,36 @@ pub fn auth(token: Option<Arc<str>>) -> impl Filter<Extract = (), Error = Reject
         .untuple_one()
 }
 
+/// [`auth`], or, for a browser's WebSocket (which cannot set headers), the token as a
+/// subprotocol (`bearer.<token>` or the bare token) or as `?token=`.
+pub fn auth_or_browser_token(token: Option<Arc<str>>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    #[derive(serde::Deserialize)]
+    struct TokenQuery {
+        token: Option<String>,
+    }
+    let browser = warp::header::optional::<String>("sec-websocket-protocol")
+        .and(warp::query::<TokenQuery>().or(warp::any().map(|| TokenQuery { token: None })).unify())
+        .and_then({
+            let token = token.clone();
+            move |proto: Option<String>, q: TokenQuery| {
+                let token = token.clone();
+                async move {
+                    let Some(t) = &token else { return Ok(()) };
+                    let in_protocol = proto.as_deref().is_some_and(|p| {
+                        p.split(',').map(str::trim).any(|p| token_matches(p.strip_prefix("bearer.").unwrap_or(p), t))
+                    });
+                    if in_protocol || q.token.as_deref().is_some_and(|g| token_matches(g, t)) {
+                        Ok(())
+                    } else {
+                        Err(ApiError::new(StatusCode::UNAUTHORIZED, "missing or wrong bearer token"))
+                    }
+                }
+            }
+        })
+        .untuple_one();
+    auth(token).or(browser).unify()
+}
+
 /// Mutations must say `Content-Type: application/json`: a browser page on another
 /// origin cannot send that without a CORS preflight, which we never grant.
 pub fn json_content_type() -> impl Filter<Extract = (), Error = Rejection> + Clone {
