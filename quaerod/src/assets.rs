@@ -1,33 +1,28 @@
-//! The dashboard's files, embedded at build time from `pages/` (see `build.rs`).
+//! The dashboard's files, embedded at build time from `pages/` (in every profile), so the
+//! daemon serves them from any working directory and offline. Editing a file rebuilds the
+//! daemon; a file added to `pages/` is picked up at the next change of the daemon's code.
 
 use warp::http::{Response, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
 use crate::api::filters::{endpoint_with_head, no_params, one_param};
 
-include!(concat!(env!("OUT_DIR"), "/assets.rs"));
+static PAGES: include_dir::Dir<'static> = include_dir::include_dir!("$CARGO_MANIFEST_DIR/../pages");
 
-fn content_type(path: &str) -> &'static str {
-    match path.rsplit('.').next() {
-        Some("html") => "text/html; charset=utf-8",
-        Some("js") => "text/javascript; charset=utf-8",
-        Some("css") => "text/css; charset=utf-8",
-        Some("svg") => "image/svg+xml",
-        Some("png") => "image/png",
-        Some("json") => "application/json",
-        Some("txt") | Some("md") => "text/plain; charset=utf-8",
-        _ => "application/octet-stream",
-    }
-}
-
-pub fn get(path: &str) -> Option<&'static [u8]> {
-    FILES.iter().find(|(p, _)| *p == path).map(|(_, b)| *b)
+/// A file's bytes and its content type (`; charset=utf-8` on text).
+fn get(path: &str) -> Option<(&'static [u8], String)> {
+    let file = PAGES.get_file(path)?;
+    let mime = mime_guess::from_path(path).first_or_octet_stream();
+    let text = mime.type_() == mime_guess::mime::TEXT || mime.essence_str() == "application/javascript";
+    let essence = if mime.essence_str() == "application/javascript" { "text/javascript" } else { mime.essence_str() };
+    let content_type = if text { format!("{essence}; charset=utf-8") } else { essence.to_string() };
+    Some((file.contents(), content_type))
 }
 
 fn serve(path: &str) -> warp::reply::Response {
     match get(path) {
-        Some(body) => Response::builder()
-            .header("content-type", content_type(path))
+        Some((body, content_type)) => Response::builder()
+            .header("content-type", content_type)
             .header("cache-control", "no-cache")
             // The page loads nothing from elsewhere; say so to the browser too.
             .header(
@@ -35,7 +30,7 @@ fn serve(path: &str) -> warp::reply::Response {
                 "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; base-uri 'none'; frame-ancestors 'none'; form-action 'none'",
             )
             .header("x-content-type-options", "nosniff")
-            .body(body.to_vec().into())
+            .body(bytes::Bytes::from_static(body).into())
             .expect("response"),
         None => Response::builder()
             .status(StatusCode::NOT_FOUND)
@@ -69,4 +64,27 @@ pub fn asset() -> impl Filter<Extract = (warp::reply::Response,), Error = Reject
 /// `/` → `/queue`, `/queue` → the dashboard, `/assets/<file>` → files under pages/.
 pub fn routes() -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
     root().or(dashboard()).unify().or(asset()).unify()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::get;
+
+    #[test]
+    fn every_page_file_is_embedded_with_its_type() {
+        for (file, ty) in [
+            ("queue.html", "text/html; charset=utf-8"),
+            ("queue.js", "text/javascript; charset=utf-8"),
+            ("queue.css", "text/css; charset=utf-8"),
+            ("favicon.svg", "image/svg+xml"),
+        ] {
+            let (body, content_type) = get(file).unwrap_or_else(|| panic!("{file} is not embedded"));
+            let on_disk = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/../pages/").to_string() + file).unwrap();
+            assert_eq!(body, on_disk.as_slice(), "{file}");
+            assert_eq!(content_type, ty, "{file}");
+        }
+        for outside in ["nope.js", "../Cargo.toml", "", "/etc/passwd"] {
+            assert!(get(outside).is_none(), "{outside:?}");
+        }
+    }
 }
