@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quaero_shared::{Event, JobPath, JobStatusChange, RefreshStepEvents, ServerMessage, Stats, StepProgress};
@@ -208,6 +208,8 @@ struct State {
     /// Names of running steps, for push-mode `job_log` events.
     step_names: HashMap<JobPath, String>,
     clients: HashMap<u64, Arc<Outbox>>,
+    /// The store's job counts as it last reported them, and as clients last got them.
+    stats: Option<Stats>,
     last_stats: Option<Stats>,
 }
 
@@ -218,23 +220,11 @@ pub struct Aggregator {
     pub threshold: Duration,
     pub mode: WsMode,
     next_client: AtomicU64,
-    stats: OnceLock<Box<dyn Fn() -> Stats + Send + Sync>>,
 }
 
 impl Aggregator {
     pub fn new(threshold: Duration, mode: WsMode) -> Arc<Aggregator> {
-        Arc::new(Aggregator {
-            state: Mutex::new(State::default()),
-            threshold,
-            mode,
-            next_client: AtomicU64::new(1),
-            stats: OnceLock::new(),
-        })
-    }
-
-    /// Where `queue_stats` comes from (the store's counters).
-    pub fn set_stats_source(&self, f: impl Fn() -> Stats + Send + Sync + 'static) {
-        let _ = self.stats.set(Box::new(f));
+        Arc::new(Aggregator { state: Mutex::new(State::default()), threshold, mode, next_client: AtomicU64::new(1) })
     }
 
     pub fn register(&self) -> (u64, Arc<Outbox>) {
@@ -305,11 +295,10 @@ impl Aggregator {
 
     /// One tick: periodic triggers, coalesced progress and stats to every client.
     pub fn tick(&self) {
-        let stats = self.stats.get().map(|f| f());
         let mut s = self.state.lock().expect("state");
         let dirty: Vec<JobPath> = s.dirty.drain().map(|(k, _)| k).collect();
         let progress: Vec<StepProgress> = s.progress.drain().map(|(_, v)| v).collect();
-        let stats = match stats {
+        let stats = match s.stats {
             Some(st) if s.last_stats != Some(st) => {
                 s.last_stats = Some(st);
                 Some(st)
@@ -398,6 +387,10 @@ impl CommitListener for Aggregator {
 
     fn wants_events(&self) -> bool {
         self.mode == WsMode::Push
+    }
+
+    fn stats_changed(&self, stats: Stats) {
+        self.state.lock().expect("state").stats = Some(stats);
     }
 }
 
@@ -569,5 +562,36 @@ mod tests {
         assert!(e.message.contains("5 job_log messages were dropped"), "{}", e.message);
         a.committed(&Committed { scopes: &[(step(1, 1), 1)], last_seq: 1, events: &evs[..1] });
         assert_eq!(o.take().len(), 1, "one job_log, no repeated error");
+    }
+
+    /// The store reports its counts; each tick sends them once, and again only when they
+    /// changed.
+    #[test]
+    fn queue_stats_follow_what_the_store_reports() {
+        let a = Aggregator::new(Duration::from_secs(1), WsMode::Trigger);
+        let (_, o) = a.register();
+        let stats_sent = |o: &Outbox| {
+            o.take()
+                .into_iter()
+                .filter_map(|m| match m {
+                    OutMsg::Msg(ServerMessage::QueueStats(s)) => Some(s.running_jobs),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+        };
+        a.tick();
+        assert!(stats_sent(&o).is_empty(), "nothing reported yet");
+        let mut st = Stats::default();
+        st.add(quaero_shared::JobStatus::Running, 2);
+        a.stats_changed(st);
+        a.tick();
+        assert_eq!(stats_sent(&o), [2]);
+        a.stats_changed(st);
+        a.tick();
+        assert!(stats_sent(&o).is_empty(), "unchanged counts are not sent again");
+        st.add(quaero_shared::JobStatus::Running, 1);
+        a.stats_changed(st);
+        a.tick();
+        assert_eq!(stats_sent(&o), [3]);
     }
 }

@@ -68,10 +68,6 @@ impl Server {
             }
             Err(e) => return Err(e.into()),
         };
-        {
-            let s = store.clone();
-            aggregator.set_stats_source(move || s.stats());
-        }
         let addr = SocketAddr::new(config.host, config.port);
         let listener = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
         let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;

@@ -488,3 +488,23 @@ async fn malformed_client_messages_get_an_error_and_the_connection_stays() {
     assert!(got.iter().any(|g| names_step(g, &format!("{m}-s1")) && g.p["finished"] == true), "{:?}", summary(&got));
     assert!(got.iter().all(|g| g.ty != "error"), "a valid subscribe got an error: {got:?}");
 }
+
+/// `queue_stats` carries the counts of `GET /api/jobs/stats` within a tick of a change,
+/// also after a delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn queue_stats_follow_runs_and_deletes() {
+    let d = Daemon::builder()
+        .arg("--time-threshold")
+        .arg("100ms")
+        .definition("e.toml", &quaero_tests::emit_definition("e", "count = 3"))
+        .start();
+    let api = Api::new(&d);
+    let mut c = Client::connect(&d).await;
+    let m = api.execute("e").await;
+    assert_eq!(api.wait_terminal(&m, 30).await, "completed");
+    let got = c.until(10, |g| g.ty == "queue_stats" && g.p["completed_jobs"] == 2).await;
+    let (_, rest) = api.get("/api/jobs/stats").await;
+    assert_eq!(got.last().unwrap().p, rest, "queue_stats is the stats route's body");
+    assert_eq!(api.delete(&format!("/api/jobs/{m}")).await.0, 200);
+    c.until(10, |g| g.ty == "queue_stats" && g.p["total_jobs"] == 0).await;
+}

@@ -415,6 +415,7 @@ impl Store {
             }
         }
 
+        listener.stats_changed(counters.lock().expect("counters").stats);
         let versions = Arc::new(Mutex::new(Versions::default()));
         let (tx, rx) = mpsc::channel(256);
         let writer = writer::Writer::new(

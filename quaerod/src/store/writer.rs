@@ -7,7 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use quaero_shared::{JobPath, JobStatus, Level, Originator};
+use quaero_shared::{JobPath, JobStatus, Level, Originator, Stats};
 use tokio::sync::mpsc;
 
 use super::block;
@@ -41,6 +41,9 @@ pub trait CommitListener: Send + Sync {
     fn wants_events(&self) -> bool {
         false
     }
+    /// The job counts by status changed (at open, and after a commit or a delete changed
+    /// them): what `queue_stats` tells clients.
+    fn stats_changed(&self, _stats: Stats) {}
 }
 
 pub(super) struct Writer {
@@ -343,11 +346,15 @@ impl Writer {
             m.ingest_batch_events.observe(total as f64);
             m.ingest_batch_seconds.observe(started.elapsed().as_secs_f64());
         }
-        {
-            let mut c = self.counters.lock().expect("counters");
-            for (old, new) in diffs {
-                c.replace(old, new);
-            }
+        if !diffs.is_empty() {
+            let stats = {
+                let mut c = self.counters.lock().expect("counters");
+                for (old, new) in diffs {
+                    c.replace(old, new);
+                }
+                c.stats
+            };
+            self.listener.stats_changed(stats);
         }
 
         if !scopes.is_empty() {
@@ -391,10 +398,14 @@ impl Writer {
         self.events.apply_batch(batch)?;
         self.managers.remove(manager_key(mgr))?;
         self.db.flush()?;
-        let mut c = self.counters.lock().expect("counters");
-        for st in &gone {
-            c.replace(Some(*st), None);
-        }
+        let stats = {
+            let mut c = self.counters.lock().expect("counters");
+            for st in &gone {
+                c.replace(Some(*st), None);
+            }
+            c.stats
+        };
+        self.listener.stats_changed(stats);
         Ok((gone.len() as u64, n_events))
     }
 }
