@@ -268,6 +268,20 @@ impl Api {
         b["status"].as_str().unwrap_or("?").to_string()
     }
 
+    /// Waits until the job has `status` (or panics after `secs`): a run is `pending` for a
+    /// moment after execute answers, until a runner takes it.
+    pub async fn wait_status(&self, id: &str, status: &str, secs: u64) {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            let s = self.status(id).await;
+            if s == status {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{id} still {s} after {secs}s, waiting for {status}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Waits until the job is terminal (or panics after `secs`); returns its status.
     pub async fn wait_terminal(&self, id: &str, secs: u64) -> String {
         let deadline = Instant::now() + Duration::from_secs(secs);

@@ -143,7 +143,7 @@ async fn every_api_route_needs_the_bearer_token_and_health_stays_open() {
     let done = api.execute("quick").await;
     assert_eq!(api.wait_terminal(&done, 30).await, "completed");
     let running = api.execute("forever").await;
-    assert_eq!(api.status(&running).await, "running");
+    api.wait_status(&running, "running", 10).await;
 
     let new_def = json!({"id": "made-by-api", "steps": [{"name": "e", "type": "emit", "config": {"count": 1}}]});
     let new_def = new_def.to_string();
