@@ -3,7 +3,6 @@
 //! touches the terminal, the network or the clock, so tests drive it with plain values.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use quaero_shared::{
     DefinitionInfo, Event, Job, JobKind, JobStatus, JobsList, LogsResponse, ServerMessage, Stats, StepSummary,
@@ -11,10 +10,7 @@ use quaero_shared::{
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use tokio::time::Instant;
 
-use crate::ws::LinkEvent;
-
-/// Refetches of one step's events are at most this frequent (except `finished` triggers).
-pub const STEP_REFETCH_EVERY: Duration = Duration::from_millis(500);
+use crate::client::{LinkEvent, STEP_REFETCH_EVERY, Throttle};
 /// Managers list page size.
 pub const PAGE_SIZE: u32 = 50;
 /// Events shown in a step's pane.
@@ -105,44 +101,6 @@ pub enum Overlay {
     Help,
     Confirm { action: Action, job_id: String },
     Picker { kind: PickerKind, selected: usize },
-}
-
-/// Leading-edge throttle with a trailing fetch: the first request runs at once, later ones
-/// inside the window are folded into one that runs when the window ends, so the newest
-/// events are never left unfetched.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Throttle {
-    last: Option<Instant>,
-    due: Option<Instant>,
-}
-
-impl Throttle {
-    /// Whether to fetch now; otherwise a trailing fetch is scheduled.
-    pub fn request(&mut self, now: Instant, every: Duration, immediate: bool) -> bool {
-        match self.last {
-            Some(last) if !immediate && now < last + every => {
-                self.due = Some(last + every);
-                false
-            }
-            _ => {
-                self.last = Some(now);
-                self.due = None;
-                true
-            }
-        }
-    }
-
-    /// Whether a scheduled trailing fetch is due now.
-    pub fn poll(&mut self, now: Instant) -> bool {
-        match self.due {
-            Some(due) if now >= due => {
-                self.last = Some(now);
-                self.due = None;
-                true
-            }
-            _ => false,
-        }
-    }
 }
 
 /// The events pane of one step.
@@ -281,7 +239,7 @@ impl App {
     fn after_update(&mut self, now: Instant, cmds: &mut Vec<Cmd>) {
         if let Some(step) = self.shown_step() {
             let pane = self.events.entry(step.clone()).or_default();
-            if !pane.loaded && pane.throttle.last.is_none() {
+            if !pane.loaded && pane.throttle.never_fetched() {
                 pane.throttle.request(now, STEP_REFETCH_EVERY, true);
                 cmds.push(Cmd::LoadLogs(step.clone()));
             } else if pane.throttle.poll(now) {
@@ -624,6 +582,7 @@ mod tests {
     use super::*;
     use crate::fixtures::*;
     use quaero_shared::{JobStatusChange, Level, RefreshStepEvents};
+    use std::time::Duration;
 
     fn key(c: char) -> Msg {
         Msg::Key(KeyEvent::from(KeyCode::Char(c)))

@@ -1,8 +1,9 @@
 //! `quaero-tui`: the terminal client of `quaerod`.
 //!
 //! Layout:
-//! - [`client`]: typed REST calls (one `reqwest::Client`, bearer token, JSON error bodies).
-//! - [`ws`]: the WebSocket link: connect, subscribe, reconnect with backoff, cancel-safe.
+//! - [`client`]: the daemon's client, `quaero_shared::client` (REST calls, the `after`
+//!   follower, the WebSocket link with backoff, the refetch throttle), shared with
+//!   quaero-bench and the end-to-end tests.
 //! - [`tail`]: the scripted mode (`--job` / `--run`): pages events with `after`, exit codes.
 //! - [`app`]: dashboard state and the pure `update(msg, now) -> commands`.
 //! - [`ui`]: drawing, a pure function of [`app::App`].
@@ -11,13 +12,12 @@
 //! - [`text`]: formatting shared by the tail and the dashboard (times, levels, durations).
 
 pub mod app;
-pub mod client;
+pub use quaero_shared::client;
 pub mod net;
 pub mod tail;
 pub mod term;
 pub mod text;
 pub mod ui;
-pub mod ws;
 
 #[cfg(test)]
 mod fixtures;

@@ -7,8 +7,7 @@ use futures_util::stream::FuturesUnordered;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 use crate::app::{Cmd, EVENTS_SHOWN, Msg, PAGE_SIZE};
-use crate::client::{Client, LogQuery};
-use crate::ws::WsLink;
+use crate::client::{Client, LogQuery, WsLink};
 use quaero_shared::Order;
 
 /// Runs until the app drops its command sender.

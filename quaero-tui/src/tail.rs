@@ -15,12 +15,11 @@ use quaero_shared::{Event, JobStatus, Level, Order, ServerMessage, sanitize_term
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::client::{ApiError, Client, LogQuery};
+use crate::client::{ApiError, Client, Follower, LinkEvent, LogQuery, WsLink};
 use crate::text::{event_source, event_time, level_label};
-use crate::ws::{LinkEvent, WsLink};
 
 /// The API's maximum page.
-pub const PAGE: u32 = 5000;
+pub use crate::client::MAX_PAGE as PAGE;
 /// How long the server may stay unreachable before the tail gives up (exit 5).
 const UNREACHABLE_FOR: Duration = Duration::from_secs(10);
 /// Fallback poll while the WebSocket is down, and a safety net while it is up.
@@ -124,7 +123,7 @@ async fn tail(client: &Client, opts: &TailOptions, mut out: impl Write) -> Resul
     // The watcher holds a socket; it must not outlive the tail.
     let _guard = AbortOnDrop(watcher);
 
-    let mut cursor = match opts.tail {
+    let cursor = match opts.tail {
         None => 0,
         Some(n) => {
             let q = LogQuery { limit: Some(n.clamp(1, PAGE)), order: Some(Order::Asc), level: opts.level, after: None };
@@ -139,18 +138,15 @@ async fn tail(client: &Client, opts: &TailOptions, mut out: impl Write) -> Resul
         }
     };
 
+    let mut follower = Follower::new(id.clone(), cursor).page_size(PAGE).level(opts.level);
     let mut terminal: Option<JobStatus> = None;
     loop {
-        // `after` implies oldest-first by contract; saying `asc` explicitly as well keeps
-        // the cursor right against a daemon that lists `after` pages newest-first.
-        let q = LogQuery { after: Some(cursor), limit: Some(PAGE), order: Some(Order::Asc), level: opts.level };
-        let page = retry(|| client.logs(&id, &q)).await?;
-        write_events(&mut out, &page.logs, opts)?;
-        if let Some(last) = page.logs.last() {
-            cursor = cursor.max(last.seq);
-        }
+        let q = follower.query();
+        let resp = retry(|| client.logs(&id, &q)).await?;
+        let page = follower.accept(resp)?;
+        write_events(&mut out, &page.events, opts)?;
         // A full page means more is waiting: fetch again before anything else.
-        if !page.logs.is_empty() && page.logs.len() as u64 >= page.limit.min(PAGE as u64) {
+        if page.more {
             continue;
         }
         if let Some(status) = terminal {

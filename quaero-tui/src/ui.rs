@@ -424,8 +424,8 @@ mod tests {
 
     use super::*;
     use crate::app::Msg;
+    use crate::client::LinkEvent;
     use crate::fixtures::*;
-    use crate::ws::LinkEvent;
 
     /// 2026-11-28T13:02:05Z: two minutes and five seconds after the fixtures' managers.
     const WALL: i64 = 1_795_870_925_000;

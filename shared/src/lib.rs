@@ -3,11 +3,17 @@
 //! Everything here is the JSON contract written out in `docs/`: jobs, steps, statuses, events,
 //! REST bodies, WebSocket messages and the error body. Both binaries (and the tests) use
 //! these types so that a field renamed on one side fails to compile on the other.
+//!
+//! With the `client` feature, [`client`] is the one client of the daemon (REST, the `after`
+//! follower, the WebSocket link, the refetch throttle).
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
+
+#[cfg(feature = "client")]
+pub mod client;
 
 /// Default port of the daemon; the TUI's default server points at it.
 pub const DEFAULT_PORT: u16 = 8080;

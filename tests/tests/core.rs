@@ -156,10 +156,10 @@ async fn bad_input_is_a_clear_error() {
     assert_eq!(api.get(&format!("/api/jobs/{slow}")).await.0, 404);
 
     // Mutations need JSON.
-    let r = api.http.post(format!("{}/api/job-definitions/small/execute", d.base)).body("x").send().await.unwrap();
+    let r = api.http().post(format!("{}/api/job-definitions/small/execute", d.base)).body("x").send().await.unwrap();
     assert_eq!(r.status().as_u16(), 415);
     let r = api
-        .http
+        .http()
         .post(format!("{}/api/job-definitions", d.base))
         .header("content-type", "application/json")
         .body(vec![b' '; 2 * 1024 * 1024])

@@ -21,7 +21,7 @@ use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 const TOKEN: &str = "s3cret-T0ken_for-the-tests";
 
 fn with_token(d: &Daemon) -> Api {
-    Api { token: Some(TOKEN.into()), ..Api::new(d) }
+    Api::with_token(d, TOKEN)
 }
 
 /// A definition that runs for hours (one event a second) and costs nothing meanwhile.

@@ -13,7 +13,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::{Ctx, check_children_events, fan_out_definition, first_worker_event, mb, secs_between, wait_finished};
-use crate::client::{Api, Finished, Watcher};
+use crate::client::{Finished, Watcher};
 use crate::daemon::{Daemon, dir_bytes};
 use crate::report::{Metric, ScenarioReport, Target};
 
@@ -138,13 +138,13 @@ fn file_ceiling(shape: Shape) -> Result<CeilingRun> {
 /// Executes the fan-out definition on a fresh daemon and waits for the step's finished
 /// trigger; the daemon is returned running, with the step's id, for further use.
 pub(super) async fn ingest_into(daemon: &Daemon, shape: Shape) -> Result<(String, f64, f64, f64)> {
-    let api = Api::new(&daemon.base)?;
+    let api = crate::client::api(daemon)?;
     api.put_definition(&fan_out_definition("ingest", shape.children, shape.per_child)).await?;
     let (ftx, mut frx) = mpsc::unbounded_channel::<Finished>();
-    let watcher = Watcher::start(&daemon.ws_url, None, Some(ftx)).await?;
+    let watcher = Watcher::start(&daemon.ws_url(), None, Some(ftx)).await?;
     let cpu0 = daemon.cpu_seconds()?;
     let t_exec = SystemTime::now();
-    let mgr = api.execute("ingest").await?;
+    let mgr = api.execute("ingest").await?.job_id;
     let step = format!("{mgr}-s1");
     let t_end = wait_finished(&mut frx, &step, Duration::from_secs(1800)).await?;
     let cpu_s = daemon.cpu_seconds()? - cpu0;
@@ -158,12 +158,12 @@ pub(super) async fn ingest_into(daemon: &Daemon, shape: Shape) -> Result<(String
 }
 
 async fn daemon_run(ctx: &Ctx, shape: Shape) -> Result<DaemonRun> {
-    let daemon = Daemon::start(&ctx.bin, &[]).await?;
+    let daemon = crate::daemon::start(&ctx.bin, &[])?;
     let res = async {
         let (step, seconds, wall, cpu_s) = ingest_into(&daemon, shape).await?;
         let peak = daemon.peak_rss()?;
         let (disk, apparent) = daemon.disk_bytes();
-        let api = Api::new(&daemon.base)?;
+        let api = crate::client::api(&daemon)?;
         let events_in_scope = check_children_events(&api, &step, shape.children, shape.per_child).await?;
         let n = shape.events() as f64;
         Ok::<_, anyhow::Error>(DaemonRun {
@@ -178,7 +178,7 @@ async fn daemon_run(ctx: &Ctx, shape: Shape) -> Result<DaemonRun> {
         })
     }
     .await;
-    let stopped = daemon.stop().await;
+    let stopped = crate::daemon::stop(daemon);
     let run = res?;
     stopped?;
     Ok(run)

@@ -10,8 +10,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::{Ctx, fan_out_definition, secs_between, wait_finished};
-use crate::client::{Api, Finished, Watcher};
-use crate::daemon::Daemon;
+use crate::client::{Finished, Watcher};
 use crate::report::{Metric, ScenarioReport, Target};
 
 #[derive(Debug, Clone, Serialize)]
@@ -25,15 +24,15 @@ struct Run {
 }
 
 async fn run_once(ctx: &Ctx, n: u64) -> Result<Run> {
-    let daemon = Daemon::start(&ctx.bin, &[]).await?;
+    let daemon = crate::daemon::start(&ctx.bin, &[])?;
     let res = async {
-        let api = Api::new(&daemon.base)?;
+        let api = crate::client::api(&daemon)?;
         api.put_definition(&fan_out_definition("noop", n, 0)).await?;
         let (ftx, mut frx) = mpsc::unbounded_channel::<Finished>();
-        let watcher = Watcher::start(&daemon.ws_url, None, Some(ftx)).await?;
+        let watcher = Watcher::start(&daemon.ws_url(), None, Some(ftx)).await?;
         let cpu0 = daemon.cpu_seconds()?;
         let t0 = SystemTime::now();
-        let mgr = api.execute("noop").await?;
+        let mgr = api.execute("noop").await?.job_id;
         let step = format!("{mgr}-s1");
         let t1 = wait_finished(&mut frx, &step, Duration::from_secs(600)).await?;
         let cpu_s = daemon.cpu_seconds()? - cpu0;
@@ -53,7 +52,7 @@ async fn run_once(ctx: &Ctx, n: u64) -> Result<Run> {
         })
     }
     .await;
-    let stopped = daemon.stop().await;
+    let stopped = crate::daemon::stop(daemon);
     let run = res?;
     stopped?;
     Ok(run)

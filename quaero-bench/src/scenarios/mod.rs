@@ -104,8 +104,8 @@ fn secs_between(a: SystemTime, b: SystemTime) -> f64 {
 /// `children` children has exactly `per_child`; returns how many events the scope holds.
 async fn check_children_events(api: &Api, scope: &str, children: u64, per_child: u64) -> Result<u64> {
     let mut per_job: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
-    let total = api
-        .for_each_event(scope, |e| {
+    let total = quaero_shared::client::Follower::new(scope, 0)
+        .drain(api, |e| {
             if e.originator == quaero_shared::Originator::Worker {
                 *per_job.entry(e.job_id.clone()).or_insert(0) += 1;
             }

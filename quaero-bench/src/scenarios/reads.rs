@@ -43,14 +43,14 @@ struct Target100 {
 impl Target100 {
     async fn new(d: &Daemon, step: &str) -> Result<Target100> {
         // One connection, reused: the latency of the read, not of connecting.
-        let api = Api::new(&d.base)?;
+        let api = crate::client::api(d)?;
         Ok(Target100 { url: format!("{}/api/jobs/{step}/{LAST_100}", d.base), api })
     }
 
     /// One request; returns its latency in seconds after checking the body.
     async fn once(&self) -> Result<f64> {
         let t = Instant::now();
-        let r = self.api.http.get(&self.url).send().await?;
+        let r = self.api.http().get(&self.url).send().await?;
         let status = r.status();
         let body = r.bytes().await?;
         let took = t.elapsed().as_secs_f64();
@@ -76,8 +76,8 @@ pub async fn run(ctx: &Ctx) -> Result<ScenarioReport> {
     // Unshared, so that every request is a read from the store: the same page asked for
     // again would otherwise be served from the first read.
     let args = ["--share-log-pages", "false"];
-    let ds = Daemon::start(&ctx.bin, &args).await?;
-    let db = Daemon::start(&ctx.bin, &args).await?;
+    let ds = crate::daemon::start(&ctx.bin, &args)?;
+    let db = crate::daemon::start(&ctx.bin, &args)?;
     let res = async {
         let (small_step, ..) = ingest_into(&ds, small).await?;
         let (big_step, ..) = ingest_into(&db, big).await?;
@@ -115,7 +115,7 @@ pub async fn run(ctx: &Ctx) -> Result<ScenarioReport> {
                 small_cpu_us,
                 big_cpu_us,
                 window,
-                pids: (ds.pid, db.pid),
+                pids: (ds.pid(), db.pid()),
             };
             eprintln!(
                 "  round {round}/{rounds} p50/p99: {} events {:.3}/{:.3} ms, {} events {:.3}/{:.3} ms",
@@ -131,7 +131,7 @@ pub async fn run(ctx: &Ctx) -> Result<ScenarioReport> {
         Ok::<_, anyhow::Error>(out)
     }
     .await;
-    let stopped = (ds.stop().await, db.stop().await);
+    let stopped = (crate::daemon::stop(ds), crate::daemon::stop(db));
     let out = res?;
     stopped.0?;
     stopped.1?;

@@ -12,8 +12,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::{Ctx, definition, emit_step, ms, parse_time, secs_between};
-use crate::client::{Api, Finished, Watcher};
-use crate::daemon::Daemon;
+use crate::client::{Finished, Watcher};
 use crate::report::{Metric, ScenarioReport, Target, percentile};
 
 #[derive(Debug, Clone, Serialize)]
@@ -25,19 +24,19 @@ struct Round {
 }
 
 async fn run_once(ctx: &Ctx, steps_per_manager: usize, managers: usize, events_per_step: u64) -> Result<Round> {
-    let daemon = Daemon::start(&ctx.bin, &[]).await?;
+    let daemon = crate::daemon::start(&ctx.bin, &[])?;
     let res = async {
-        let api = Api::new(&daemon.base)?;
+        let api = crate::client::api(&daemon)?;
         let steps = (1..=steps_per_manager)
             .map(|i| emit_step(&format!("step-{i}"), json!({ "count": events_per_step })))
             .collect();
         api.put_definition(&definition("many-steps", steps)).await?;
         let (ftx, mut frx) = mpsc::unbounded_channel::<Finished>();
-        let watcher = Watcher::start(&daemon.ws_url, None, Some(ftx)).await?;
+        let watcher = Watcher::start(&daemon.ws_url(), None, Some(ftx)).await?;
         let mut received: HashMap<String, SystemTime> = HashMap::new();
         let mut mgrs = Vec::new();
         for _ in 0..managers {
-            let mgr = api.execute("many-steps").await?;
+            let mgr = api.execute("many-steps").await?.job_id;
             // Collect the steps' triggers until the manager's own one arrives.
             loop {
                 let f = tokio::time::timeout(Duration::from_secs(120), frx.recv())
@@ -80,7 +79,7 @@ async fn run_once(ctx: &Ctx, steps_per_manager: usize, managers: usize, events_p
         })
     }
     .await;
-    let stopped = daemon.stop().await;
+    let stopped = crate::daemon::stop(daemon);
     let r = res?;
     stopped?;
     Ok(r)

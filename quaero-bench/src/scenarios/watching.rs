@@ -9,7 +9,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::{Ctx, check_children_events, definition, emit_step, parse_time, secs_between, wait_finished};
-use crate::client::{Api, Finished, WatchStats, Watcher, connect_idle};
+use crate::client::{Finished, WatchStats, Watcher, connect_idle};
 use crate::daemon::Daemon;
 use crate::report::{Metric, ScenarioReport, Target};
 
@@ -97,28 +97,28 @@ fn load_demo(shape: &Shape) -> serde_json::Value {
 
 async fn run_once(ctx: &Ctx, shape: &Shape, side: Side) -> Result<Run> {
     let share = if side.share { "true" } else { "false" };
-    let daemon = Daemon::start(&ctx.bin, &["--mode", side.mode, "--share-log-pages", share]).await?;
+    let daemon = crate::daemon::start(&ctx.bin, &["--mode", side.mode, "--share-log-pages", share])?;
     let res = measure(&daemon, shape, side).await;
-    let stopped = daemon.stop().await;
+    let stopped = crate::daemon::stop(daemon);
     let run = res?;
     stopped?;
     Ok(run)
 }
 
 async fn measure(daemon: &Daemon, shape: &Shape, side: Side) -> Result<Run> {
-    let api = Api::new(&daemon.base)?;
+    let api = crate::client::api(daemon)?;
     api.put_definition(&load_demo(shape)).await?;
     let (ftx, mut frx) = mpsc::unbounded_channel::<Finished>();
     let mut idle = Vec::new();
     let mut readers = Vec::new();
     if side.watched {
         for _ in 0..shape.idle_clients {
-            idle.push(connect_idle(&daemon.ws_url).await?);
+            idle.push(connect_idle(&daemon.ws_url()).await?);
         }
         // The readers share one HTTP connection pool, as tabs of one browser would.
-        let http = Api::new(&daemon.base)?;
+        let http = crate::client::api(daemon)?;
         for _ in 0..shape.reading_clients {
-            readers.push(Watcher::start(&daemon.ws_url, Some(http.clone()), Some(ftx.clone())).await?);
+            readers.push(Watcher::start(&daemon.ws_url(), Some(http.clone()), Some(ftx.clone())).await?);
         }
     }
     drop(ftx);
@@ -128,7 +128,7 @@ async fn measure(daemon: &Daemon, shape: &Shape, side: Side) -> Result<Run> {
     let bench0 = crate::daemon::own_cpu_seconds()?;
     let m0 = crate::daemon::monotonic();
     let t0 = Instant::now();
-    let mgr = api.execute("load-demo").await?;
+    let mgr = api.execute("load-demo").await?.job_id;
     let job = api.wait_terminal(&mgr, Duration::from_millis(10), Duration::from_secs(600)).await?;
     let wall_s = t0.elapsed().as_secs_f64();
     let cpu_term = daemon.cpu_seconds()? - cpu0;
@@ -161,7 +161,7 @@ async fn measure(daemon: &Daemon, shape: &Shape, side: Side) -> Result<Run> {
     let job_logs_per_client = avg(|c| c.job_logs);
     Ok(Run {
         side: side.label,
-        pid: daemon.pid,
+        pid: daemon.pid(),
         window,
         terminal_s: job.duration_ms.unwrap_or(0) as f64 / 1000.0,
         wall_s,

@@ -6,8 +6,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use crate::{ClientMessage, ServerMessage};
 use futures_util::{SinkExt, StreamExt};
-use quaero_shared::{ClientMessage, ServerMessage};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_tungstenite::tungstenite::Message;

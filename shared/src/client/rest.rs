@@ -4,12 +4,14 @@
 
 use std::time::Duration;
 
-use quaero_shared::{
-    CancelResponse, DefinitionsList, DeleteResponse, ErrorBody, ExecuteResponse, Job, JobStatus, JobsList, Level,
-    LogsResponse, Order, RerunResponse, Stats,
-};
 use reqwest::{Method, RequestBuilder, StatusCode};
+use serde::Serialize;
 use serde::de::DeserializeOwned;
+
+use crate::{
+    CancelResponse, DefinitionInfo, DefinitionsList, DeleteResponse, ErrorBody, ExecuteResponse, Job, JobStatus,
+    JobsList, Level, LogsResponse, Order, RerunResponse, Stats,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
@@ -22,9 +24,12 @@ pub enum ApiError {
     Status { status: u16, message: String },
     #[error("bad response: {0}")]
     Decode(String),
-    /// The `--server` value is not a usable address: not worth retrying.
+    /// The server address is not usable: not worth retrying.
     #[error("--server {0}")]
     BadServer(String),
+    /// A wait ([`Client::wait_terminal`]) ran out of time.
+    #[error("timed out: {0}")]
+    TimedOut(String),
 }
 
 impl ApiError {
@@ -47,6 +52,42 @@ pub struct LogQuery {
     pub level: Option<Level>,
 }
 
+/// How the HTTP connections behave. The defaults suit an interactive client; the bench
+/// holds more idle connections and waits longer for big pages.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Bounded so a hung daemon turns into a retry instead of a frozen client.
+    pub timeout: Duration,
+    pub pool_max_idle_per_host: usize,
+    /// Ignore `HTTP_PROXY` and friends (the bench measures the daemon, not a proxy).
+    pub no_proxy: bool,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self { timeout: Duration::from_secs(30), pool_max_idle_per_host: 8, no_proxy: false }
+    }
+}
+
+/// A response as it came, for callers that check the wire itself (the end-to-end tests).
+#[derive(Debug, Clone)]
+pub struct RawResponse {
+    pub status: u16,
+    pub headers: reqwest::header::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+impl RawResponse {
+    /// The body as JSON (`Null` when it is not JSON).
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or(serde_json::Value::Null)
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Client {
     http: reqwest::Client,
@@ -57,17 +98,38 @@ pub struct Client {
 impl Client {
     /// `base` is the daemon's address: `http://host:port`, or `host:port` (http is meant).
     pub fn new(base: &str, token: Option<String>) -> Result<Self, ApiError> {
+        Self::with_options(base, token, &ClientOptions::default())
+    }
+
+    pub fn with_options(base: &str, token: Option<String>, o: &ClientOptions) -> Result<Self, ApiError> {
         let base = normalize_base(base)?;
-        let http = reqwest::Client::builder()
+        let mut b = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
-            // Bounded so a hung daemon turns into a retry instead of a frozen tail.
-            .timeout(Duration::from_secs(30))
+            .timeout(o.timeout)
+            .pool_max_idle_per_host(o.pool_max_idle_per_host)
             // The daemon closes keep-alive connections idle for 10 s: drop them first, so
             // a request never goes out on one the daemon is closing.
-            .pool_idle_timeout(Duration::from_secs(5))
-            .build()
-            .map_err(|e| ApiError::Unreachable(e.to_string()))?;
+            .pool_idle_timeout(Duration::from_secs(5));
+        if o.no_proxy {
+            b = b.no_proxy();
+        }
+        let http = b.build().map_err(|e| ApiError::Unreachable(e.to_string()))?;
         Ok(Self { http, base, token })
+    }
+
+    /// The same client with another token (or none); connections are shared.
+    pub fn with_token(&self, token: Option<String>) -> Self {
+        Self { token, ..self.clone() }
+    }
+
+    /// The underlying HTTP client, for requests that are measured rather than typed.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// `base` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
     }
 
     pub fn base(&self) -> &str {
@@ -107,6 +169,30 @@ impl Client {
         } else {
             ApiError::Status { status: status.as_u16(), message }
         })
+    }
+
+    /// Any request, answered as it came; `body` is sent as JSON (`Content-Type:
+    /// application/json`), so mutations pass the daemon's content-type check.
+    pub async fn raw(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&serde_json::Value>,
+    ) -> Result<RawResponse, ApiError> {
+        let mut rb = self.request(method, path);
+        if let Some(b) = body {
+            rb = rb.json(b);
+        }
+        let resp = rb.send().await.map_err(|e| ApiError::Unreachable(e.to_string()))?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.map_err(|e| ApiError::Unreachable(e.to_string()))?.to_vec();
+        Ok(RawResponse { status, headers, body })
+    }
+
+    /// GET of any path (with its query) decoded as `T`.
+    pub async fn get<T: DeserializeOwned>(&self, path_and_query: &str) -> Result<T, ApiError> {
+        self.send(self.request(Method::GET, path_and_query)).await
     }
 
     /// Mutating requests carry a JSON body so the daemon's content-type check passes.
@@ -152,6 +238,26 @@ impl Client {
 
     pub async fn definitions(&self) -> Result<DefinitionsList, ApiError> {
         self.send(self.request(Method::GET, "/api/job-definitions")).await
+    }
+
+    /// Creates or replaces a definition (`POST /api/job-definitions`).
+    pub async fn put_definition(&self, definition: &impl Serialize) -> Result<DefinitionInfo, ApiError> {
+        self.send(self.request(Method::POST, "/api/job-definitions").json(definition)).await
+    }
+
+    /// Polls a job every `every` until it is terminal; an error after `within`.
+    pub async fn wait_terminal(&self, id: &str, every: Duration, within: Duration) -> Result<Job, ApiError> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let j = self.job(id).await?;
+            if j.status.is_terminal() {
+                return Ok(j);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ApiError::TimedOut(format!("{id} still {} after {within:?}", j.status)));
+            }
+            tokio::time::sleep(every).await;
+        }
     }
 
     pub async fn execute(&self, definition_id: &str) -> Result<ExecuteResponse, ApiError> {
