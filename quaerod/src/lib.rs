@@ -9,8 +9,8 @@
 //!   document they are built from.
 //! - [`ws`]: the `/ws` endpoint: one outbox per client, fed by the aggregator.
 //! - `http`: the accept loop (header-read timeout, connection budget).
-//! - [`server`]: wires it all together; [`server::Server::start`] then
-//!   [`server::Server::run`] is how the binary runs the daemon.
+//! - [`server`]: wires it all together; [`server::run`] (listener, config, shutdown) is the
+//!   daemon, called by the binary and by in-process tests.
 //! - [`metrics`]: `GET /metrics` (Prometheus text format).
 //! - `page_cache`: logs pages shared by the clients that ask for the same one.
 //! - [`time`]: timestamp formatting.

@@ -1,11 +1,11 @@
 //! The `quaerod` binary: parses flags, builds the configuration, starts the server and
 //! waits for SIGINT or SIGTERM.
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::{CommandFactory, Parser};
 use quaerod::config::{Cli, Config};
-use quaerod::server::Server;
 
 fn init_logging(cli: &Cli) {
     let filter = cli.log_level.clone().or_else(|| std::env::var("QUAERO_LOG").ok()).unwrap_or_else(|| "info".into());
@@ -130,24 +130,17 @@ fn main() -> ExitCode {
                 config.host
             );
         }
-        let server = match Server::start(config).await {
-            Ok(s) => s,
+        let listener = match quaerod::server::bind(SocketAddr::new(config.host, config.port)) {
+            Ok(l) => l,
             Err(e) => {
                 eprintln!("quaerod: {e}");
                 return ExitCode::from(2);
             }
         };
-        let shutdown = shutdown_signal();
-        let url = format!("http://{}", server.addr);
-        // Not println!: with stdout closed (`quaerod | head -0`), the daemon runs on.
-        {
-            use std::io::Write;
-            let _ = writeln!(std::io::stdout(), "quaerod listening on {url} (dashboard: {url}/queue)");
+        if let Err(e) = quaerod::server::run(listener, config, shutdown_signal()).await {
+            eprintln!("quaerod: {e}");
+            return ExitCode::from(2);
         }
-        if server.resumed() > 0 {
-            tracing::info!(jobs = server.resumed(), "resumed jobs interrupted by the last stop");
-        }
-        server.run(shutdown).await;
         ExitCode::SUCCESS
     })
 }

@@ -1,13 +1,16 @@
-//! Wires the parts together. [`Server::start`] opens the store, loads the definitions,
-//! resumes interrupted jobs and binds; [`Server::run`] serves until `shutdown` resolves,
-//! then stops taking work, interrupts running jobs and flushes. The binary and the tests
-//! use the same two calls.
+//! Wires the parts together. [`run`] is the daemon: it opens the store, loads the
+//! definitions, resumes interrupted jobs, prints the start line (`quaerod listening on
+//! http://…`), serves on the listener it is given until
+//! `shutdown` resolves, then stops taking work, interrupts running jobs and flushes. The
+//! binary calls it with a listener from [`bind`]; in-process tests call it with one on
+//! `127.0.0.1:0`.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use warp::Filter;
 
@@ -39,75 +42,80 @@ pub enum StartError {
     Engine(#[from] crate::engine::EngineError),
 }
 
-pub struct Server {
-    pub engine: Arc<Engine>,
-    pub addr: SocketAddr,
-    listener: tokio::net::TcpListener,
-    resumed: usize,
+/// Runs the daemon on `listener` until `shutdown` resolves. Returns once it has stopped
+/// (running jobs interrupted, the store flushed), or at once with the reason it could not
+/// start (the data directory unreadable or in use, a definition that cannot load). Requests
+/// that arrive while it starts wait in the listener's backlog.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), StartError> {
+    let fds = crate::http::raise_fd_limit();
+    tracing::debug!(limit = fds, "file descriptor limit");
+    let aggregator = Aggregator::new(config.time_threshold, config.mode);
+    let store = open_store(&config, &aggregator)?;
+    let engine = Engine::new(store, aggregator, config);
+    engine.load_definitions()?;
+    let resumed = engine.recover().await?;
+    if resumed > 0 {
+        tracing::info!(jobs = resumed, "resumed jobs interrupted by the last stop");
+    }
+    // The start line, once the daemon is ready (tests and scripts wait for it). Not
+    // println!: with stdout closed (`quaerod | head -0`), the daemon runs on.
+    if let Ok(addr) = listener.local_addr() {
+        use std::io::Write;
+        let url = format!("http://{addr}");
+        let _ = writeln!(std::io::stdout(), "quaerod listening on {url} (dashboard: {url}/queue)");
+    }
+    serve(engine, listener, shutdown).await;
+    Ok(())
 }
 
-impl Server {
-    pub async fn start(config: Config) -> Result<Server, StartError> {
-        let fds = crate::http::raise_fd_limit();
-        tracing::debug!(limit = fds, "file descriptor limit");
-        let aggregator = Aggregator::new(config.time_threshold, config.mode);
-        let opts = StoreOptions { max_events_per_job: config.max_events_per_job };
-        let store = match Store::open_with(&config.storage_path, aggregator.clone(), opts) {
-            Ok(s) => s,
-            Err(e) if config.recover && config.storage_path.exists() && !matches!(e, OpenError::InUse { .. }) => {
-                let aside = move_aside(&config.storage_path).map_err(|source| StartError::Recover {
-                    path: config.storage_path.display().to_string(),
-                    source,
-                })?;
-                tracing::warn!(error = %e, moved_to = %aside.display(), "--recover: moved the unreadable data directory aside; starting empty");
-                eprintln!(
-                    "quaerod: {e}\nquaerod: --recover: moved it to {} and starting with an empty data directory",
-                    aside.display()
-                );
-                Store::open_with(&config.storage_path, aggregator.clone(), opts)?
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let addr = SocketAddr::new(config.host, config.port);
-        let listener = bind(addr).map_err(|source| StartError::Bind { addr, source })?;
-        let addr = listener.local_addr().map_err(|source| StartError::Bind { addr, source })?;
-        let engine = Engine::new(store, aggregator, config);
-        engine.load_definitions()?;
-        let resumed = engine.recover().await?;
-        Ok(Server { engine, addr, listener, resumed })
+/// Opens the data directory; with `--recover`, an unreadable one is moved aside and the
+/// daemon starts empty.
+fn open_store(config: &Config, aggregator: &Arc<Aggregator>) -> Result<Store, StartError> {
+    let opts = StoreOptions { max_events_per_job: config.max_events_per_job };
+    match Store::open_with(&config.storage_path, aggregator.clone(), opts) {
+        Ok(s) => Ok(s),
+        Err(e) if config.recover && config.storage_path.exists() && !matches!(e, OpenError::InUse { .. }) => {
+            let aside = move_aside(&config.storage_path)
+                .map_err(|source| StartError::Recover { path: config.storage_path.display().to_string(), source })?;
+            tracing::warn!(error = %e, moved_to = %aside.display(), "--recover: moved the unreadable data directory aside; starting empty");
+            eprintln!(
+                "quaerod: {e}\nquaerod: --recover: moved it to {} and starting with an empty data directory",
+                aside.display()
+            );
+            Ok(Store::open_with(&config.storage_path, aggregator.clone(), opts)?)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+async fn serve(engine: Arc<Engine>, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) {
+    let token = engine.config().auth_token.clone().map(Arc::<str>::from);
+    let stop = CancellationToken::new();
+    tokio::spawn(engine.aggregator().clone().run(stop.clone()));
+    if let Some(retention) = engine.config().retention {
+        tokio::spawn(retention_task(engine.clone(), retention, stop.clone()));
     }
 
-    /// Jobs resumed at start (left running or pending by a stop or a crash).
-    pub fn resumed(&self) -> usize {
-        self.resumed
-    }
+    let host_check = host_guard(engine.config().host, token.is_some());
+    let routes = routes(engine.clone())
+        .recover(crate::api::recover)
+        .with(warp::log::custom(|info| {
+            crate::metrics::METRICS.request(info.path(), info.status().as_u16(), info.elapsed().as_secs_f64());
+            tracing::debug!(method = %info.method(), path = info.path(), status = info.status().as_u16(), elapsed = ?info.elapsed(), "request");
+        }));
+    let routes = host_check.and(routes).recover(crate::api::recover);
+    let server_task = tokio::spawn(crate::http::serve(listener, routes, stop.clone()));
 
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
-        let engine = self.engine.clone();
-        let token = engine.config().auth_token.clone().map(Arc::<str>::from);
-        let stop = CancellationToken::new();
-        tokio::spawn(engine.aggregator().clone().run(stop.clone()));
-        if let Some(retention) = engine.config().retention {
-            tokio::spawn(retention_task(engine.clone(), retention, stop.clone()));
-        }
-
-        let host_check = host_guard(engine.config().host, token.is_some());
-        let routes = routes(engine.clone())
-            .recover(crate::api::recover)
-            .with(warp::log::custom(|info| {
-                crate::metrics::METRICS.request(info.path(), info.status().as_u16(), info.elapsed().as_secs_f64());
-                tracing::debug!(method = %info.method(), path = info.path(), status = info.status().as_u16(), elapsed = ?info.elapsed(), "request");
-            }));
-        let routes = host_check.and(routes).recover(crate::api::recover);
-        let server_task = tokio::spawn(crate::http::serve(self.listener, routes, stop.clone()));
-
-        shutdown.await;
-        tracing::info!("shutting down: interrupting running jobs");
-        engine.shutdown(SHUTDOWN_GRACE).await;
-        stop.cancel();
-        if tokio::time::timeout(Duration::from_secs(2), server_task).await.is_err() {
-            tracing::warn!("open connections did not close in time");
-        }
+    shutdown.await;
+    tracing::info!("shutting down: interrupting running jobs");
+    engine.shutdown(SHUTDOWN_GRACE).await;
+    stop.cancel();
+    if tokio::time::timeout(Duration::from_secs(2), server_task).await.is_err() {
+        tracing::warn!("open connections did not close in time");
     }
 }
 
@@ -155,8 +163,12 @@ fn move_aside(path: &std::path::Path) -> std::io::Result<std::path::PathBuf> {
     Ok(aside)
 }
 
-/// Binds the listener (the accept loop sets `TCP_NODELAY` on each connection).
-fn bind(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+/// Binds the daemon's listener (the accept loop sets `TCP_NODELAY` on each connection).
+pub fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
+    bind_socket(addr).map_err(|source| StartError::Bind { addr, source })
+}
+
+fn bind_socket(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
     socket.set_reuseaddr(true)?;
     socket.bind(addr)?;
@@ -197,6 +209,48 @@ fn loopback_host(host: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    async fn get(addr: SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    }
+
+    /// The daemon in-process, as the binary runs it: it serves on the listener it is given,
+    /// refuses a second start on the same data directory, and returns when told to stop.
+    #[tokio::test]
+    async fn run_serves_its_listener_and_returns_after_shutdown() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            storage_path: dir.path().join("data"),
+            definitions_dir: dir.path().join("jobs"),
+            ..Config::default()
+        };
+        let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let daemon = tokio::spawn(run(listener, config.clone(), async move {
+            let _ = stop_rx.await;
+        }));
+        let health = get(addr, "/api/health").await;
+        assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+        assert!(health.contains(r#""status":"ok""#), "{health}");
+
+        let second = bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+        let refused = run(second, config, std::future::pending()).await;
+        assert!(matches!(refused, Err(StartError::Store(OpenError::InUse { .. }))), "{refused:?}");
+
+        stop_tx.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(15), daemon).await.expect("stops").unwrap().unwrap();
+        assert!(tokio::net::TcpStream::connect(addr).await.is_err(), "the listener is closed after run returns");
+    }
+
     #[test]
     fn loopback_hosts() {
         for h in ["127.0.0.1:8080", "localhost:1", "LOCALHOST", "[::1]:80", "127.0.0.2"] {
