@@ -2,7 +2,8 @@
 //!
 //! Layout:
 //! - [`config`]: `quaero.toml` < `QUAERO_*` environment < flags, validated at start.
-//! - [`store`]: the sled event log and job records; the only module that touches sled.
+//! - [`store`]: the `Store` trait (event log, job records, definitions) and its sled
+//!   implementation, the only code that names sled.
 //! - [`engine`]: definitions, the manager runner, the worker pool and the step runners.
 //! - [`aggregator`]: turns commits into per-client `refresh_step_events` triggers.
 //! - [`api`]: the REST routes (warp filters, handlers, one `recover`) and the OpenAPI

@@ -74,9 +74,9 @@ pub async fn run(
 
 /// Opens the data directory; with `--recover`, an unreadable one is moved aside and the
 /// daemon starts empty.
-fn open_store(config: &Config, aggregator: &Arc<Aggregator>) -> Result<Store, StartError> {
+fn open_store(config: &Config, aggregator: &Arc<Aggregator>) -> Result<Arc<dyn Store>, StartError> {
     let opts = StoreOptions { max_events_per_job: config.max_events_per_job };
-    match Store::open_with(&config.storage_path, aggregator.clone(), opts) {
+    match crate::store::open(&config.storage_path, aggregator.clone(), opts) {
         Ok(s) => Ok(s),
         Err(e) if config.recover && config.storage_path.exists() && !matches!(e, OpenError::InUse { .. }) => {
             let aside = move_aside(&config.storage_path)
@@ -86,7 +86,7 @@ fn open_store(config: &Config, aggregator: &Arc<Aggregator>) -> Result<Store, St
                 "quaerod: {e}\nquaerod: --recover: moved it to {} and starting with an empty data directory",
                 aside.display()
             );
-            Ok(Store::open_with(&config.storage_path, aggregator.clone(), opts)?)
+            Ok(crate::store::open(&config.storage_path, aggregator.clone(), opts)?)
         }
         Err(e) => Err(e.into()),
     }

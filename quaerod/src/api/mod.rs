@@ -140,7 +140,6 @@ mod tests {
     use crate::aggregator::Aggregator;
     use crate::config::{Config, WsMode};
     use crate::engine::Engine;
-    use crate::store::Store;
     use serde_json::Value;
     use std::sync::Arc;
     use warp::Filter;
@@ -153,7 +152,7 @@ mod tests {
     async fn fixture() -> Fixture {
         let dir = tempfile::tempdir().unwrap();
         let agg = Aggregator::new(std::time::Duration::from_secs(1), WsMode::Trigger);
-        let store = Store::open(&dir.path().join("data"), agg.clone()).unwrap();
+        let store = crate::store::open(&dir.path().join("data"), agg.clone(), Default::default()).unwrap();
         let config = Config { definitions_dir: dir.path().join("none"), ..Config::default() };
         let engine = Engine::new(store, agg, config);
         engine

@@ -93,7 +93,7 @@ impl LiveManager {
 }
 
 pub struct Engine {
-    store: Store,
+    store: Arc<dyn Store>,
     aggregator: Arc<Aggregator>,
     config: Config,
     definitions: RwLock<BTreeMap<String, Loaded>>,
@@ -109,7 +109,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new(store: Store, aggregator: Arc<Aggregator>, config: Config) -> Arc<Engine> {
+    pub fn new(store: Arc<dyn Store>, aggregator: Arc<Aggregator>, config: Config) -> Arc<Engine> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("quaerod/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -251,7 +251,7 @@ impl Engine {
     /// interrupted step runs again from the start (children that finished are kept).
     pub async fn recover(self: &Arc<Self>) -> Result<usize> {
         let mut stale = Vec::new();
-        self.store.for_each_manager_desc(|m| {
+        self.store.for_each_manager_desc(&mut |m: ManagerRecord| {
             if !m.status.is_terminal() {
                 stale.push(m);
             }
@@ -393,7 +393,7 @@ impl Engine {
             None | Some("root") => {
                 let live: HashMap<u64, ManagerRecord> =
                     self.live.lock().expect("live").iter().map(|(n, l)| (*n, l.snapshot())).collect();
-                self.store.for_each_manager_desc(|m| {
+                self.store.for_each_manager_desc(&mut |m: ManagerRecord| {
                     let m = live.get(&m.num).cloned().unwrap_or(m);
                     take(manager_job(&m));
                     true
@@ -472,7 +472,7 @@ impl Engine {
     pub async fn sweep_retention(&self, retention: std::time::Duration) -> Result<usize> {
         let cutoff = now_ms() - retention.as_millis() as i64;
         let mut old = Vec::new();
-        self.store.for_each_manager_desc(|m| {
+        self.store.for_each_manager_desc(&mut |m: ManagerRecord| {
             if m.status.is_terminal() && m.finished_ms.is_some_and(|f| f < cutoff) {
                 old.push(m.num);
             }
@@ -523,7 +523,7 @@ impl Engine {
     }
 
     #[cfg(test)]
-    pub(crate) fn store(&self) -> &Store {
+    pub(crate) fn store(&self) -> &Arc<dyn Store> {
         &self.store
     }
 

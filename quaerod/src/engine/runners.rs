@@ -3,6 +3,7 @@
 //! `Ok(())` for success or the reason it failed.
 
 use std::process::Stdio;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use quaero_shared::{JobPath, Level, Originator};
@@ -32,7 +33,7 @@ pub type Outcome = Result<(), Failure>;
 /// Where a runner's events go: one job's scope, with a fixed originator.
 #[derive(Clone)]
 pub struct Sink {
-    pub store: Store,
+    pub store: Arc<dyn Store>,
     pub path: JobPath,
     pub originator: Originator,
 }

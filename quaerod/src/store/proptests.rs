@@ -298,19 +298,19 @@ impl Model {
 struct Harness {
     rt: tokio::runtime::Runtime,
     dir: tempfile::TempDir,
-    store: Option<Store>,
+    store: Option<Arc<dyn Store>>,
     recorder: Arc<Recorder>,
     model: Model,
 }
 
-fn open(path: &Path) -> (Store, Arc<Recorder>) {
+fn open(path: &Path) -> (Arc<dyn Store>, Arc<Recorder>) {
     let recorder = Arc::new(Recorder::default());
     // sled 0.34 releases its file lock from background threads shortly after the last
     // handle is dropped (spacejam/sled#1289), so an in-process reopen can briefly find it
     // held. A daemon restart is a new process; here, wait for the lock.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        match Store::open(path, recorder.clone()) {
+        match super::open(path, recorder.clone(), super::StoreOptions::default()) {
             Ok(store) => return (store, recorder),
             Err(super::OpenError::InUse { .. }) if std::time::Instant::now() < deadline => {
                 std::thread::sleep(std::time::Duration::from_millis(5));
@@ -371,8 +371,8 @@ impl Harness {
         Harness { rt, dir, store: Some(store), recorder, model: Model::default() }
     }
 
-    fn store(&self) -> &Store {
-        self.store.as_ref().expect("open")
+    fn store(&self) -> &dyn Store {
+        self.store.as_deref().expect("open")
     }
 
     /// Gives the model's pending events the seqs the listener reported, in order.
@@ -423,7 +423,7 @@ impl Harness {
         prop_assert_eq!(self.store().stats(), stats);
         let mut listed = Vec::new();
         self.store()
-            .for_each_manager_desc(|m| {
+            .for_each_manager_desc(&mut |m| {
                 listed.push(m);
                 true
             })

@@ -7,14 +7,15 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use quaero_shared::{JobPath, JobStatus, Level, Originator, Stats};
-use tokio::sync::mpsc;
+use quaero_shared::{JobPath, JobStatus, Level, Originator};
+use tokio::sync::{mpsc, oneshot};
 
-use super::block;
-use super::{
-    BLOCK_EVENTS, ChildRecord, Counters, ManagerRecord, NewEvent, Result, SEQ_RESERVE, Versions, WriteOp, block_key,
-    child_key, manager_key,
-};
+use super::keys::{block_key, child_key, manager_key};
+use super::{BLOCK_EVENTS, DeleteReply, SEQ_RESERVE, WriteOp};
+use crate::store::block;
+use crate::store::counters::{Counters, manager_statuses};
+use crate::store::versions::Versions;
+use crate::store::{ChildRecord, CommitListener, Committed, ManagerRecord, NewEvent, Result, StoreError};
 
 /// Events per batch at most: bounds the writer's memory and the latency of a sync queued
 /// behind a burst.
@@ -22,28 +23,21 @@ const MAX_BATCH_EVENTS: usize = 64 * 1024;
 /// Bytes of one block at most (a few huge lines must not make a multi-megabyte value).
 const BLOCK_BYTES: usize = 256 * 1024;
 
-/// What one flush made durable.
-pub struct Committed<'a> {
-    /// Each scope (a step, or a manager for its own events) that got events, with the
-    /// highest seq it got.
-    pub scopes: &'a [(JobPath, u64)],
-    /// Highest seq handed out so far.
-    pub last_seq: u64,
-    /// The events themselves with their seq, only when the listener asked for them
-    /// (push mode).
-    pub events: &'a [(u64, NewEvent)],
-}
-
-/// Hears of every commit, on the writer thread: implementations must return at once.
-pub trait CommitListener: Send + Sync {
-    fn committed(&self, c: &Committed<'_>);
-    /// Whether `Committed::events` should carry the events (costs a copy per event).
-    fn wants_events(&self) -> bool {
-        false
-    }
-    /// The job counts by status changed (at open, and after a commit or a delete changed
-    /// them): what `queue_stats` tells clients.
-    fn stats_changed(&self, _stats: Stats) {}
+/// What the writer is made from: the trees it writes, where seqs stand, and the state it
+/// shares with the store's readers.
+pub(super) struct WriterSetup {
+    pub db: sled::Db,
+    pub events: sled::Tree,
+    pub managers: sled::Tree,
+    pub children: sled::Tree,
+    pub meta: sled::Tree,
+    /// The `seq` reservation read at open.
+    pub seq_reserved: u64,
+    pub counters: Arc<Mutex<Counters>>,
+    pub versions: Arc<Mutex<Versions>>,
+    pub listener: Arc<dyn CommitListener>,
+    /// `[storage] max_events_per_job` (0 = no limit).
+    pub max_events_per_job: u64,
 }
 
 pub(super) struct Writer {
@@ -73,33 +67,45 @@ struct OpenBlock {
     n: usize,
 }
 
+impl OpenBlock {
+    fn new(first_seq: u64) -> Self {
+        OpenBlock { first_seq, buf: Vec::with_capacity(16 * 1024), n: 0 }
+    }
+}
+
+/// One batch of queued operations, sorted by kind as [`Writer::commit`] applies them.
+#[derive(Default)]
+struct Batch {
+    /// Blocks being filled, per (manager, step), and blocks already sealed.
+    blocks: HashMap<(u64, u32), OpenBlock>,
+    sealed: sled::Batch,
+    /// Each scope that got events, with the highest seq it got.
+    scopes: HashMap<JobPath, u64>,
+    /// The events with their seq, when the listener wants them (push mode).
+    pushed: Vec<(u64, NewEvent)>,
+    managers: HashMap<u64, Box<ManagerRecord>>,
+    children: HashMap<JobPath, ChildRecord>,
+    deletes: Vec<(u64, DeleteReply)>,
+    syncs: Vec<oneshot::Sender<()>>,
+    /// Jobs that got events, to bound (`max_events_per_job`).
+    touched: HashSet<(u64, u32, u32)>,
+}
+
 impl Writer {
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn new(
-        db: sled::Db,
-        events: sled::Tree,
-        managers: sled::Tree,
-        children: sled::Tree,
-        meta: sled::Tree,
-        next_seq: u64,
-        seq_reserved: u64,
-        counters: Arc<Mutex<Counters>>,
-        versions: Arc<Mutex<Versions>>,
-        listener: Arc<dyn CommitListener>,
-        max_events_per_job: u64,
-    ) -> Self {
+    pub(super) fn new(s: WriterSetup) -> Self {
         Writer {
-            db,
-            events,
-            managers,
-            children,
-            meta,
-            next_seq,
-            seq_reserved,
-            counters,
-            versions,
-            listener,
-            max_events_per_job,
+            db: s.db,
+            events: s.events,
+            managers: s.managers,
+            children: s.children,
+            meta: s.meta,
+            // Everything up to the reservation may have been handed out before a crash.
+            next_seq: s.seq_reserved + 1,
+            seq_reserved: s.seq_reserved,
+            counters: s.counters,
+            versions: s.versions,
+            listener: s.listener,
+            max_events_per_job: s.max_events_per_job,
             counts: HashMap::new(),
             counted_steps: HashSet::new(),
         }
@@ -217,127 +223,29 @@ impl Writer {
         Ok(())
     }
 
+    /// Applies one batch of queued operations: events first (a reader that sees a job's
+    /// new status sees its events too), then child and manager records, one flush, and
+    /// only then tells the listener and answers deletes and syncs.
     fn commit(&mut self, ops: Vec<WriteOp>) -> Result<()> {
         let started = std::time::Instant::now();
-        let wants_events = self.listener.wants_events();
         let total: usize = ops.iter().map(|o| if let WriteOp::Events(e) = o { e.len() } else { 0 }).sum();
         self.reserve_seq(self.next_seq + total as u64)?;
 
-        let mut blocks: HashMap<(u64, u32), OpenBlock> = HashMap::new();
-        let mut event_batch = sled::Batch::default();
-        let mut scopes: HashMap<JobPath, u64> = HashMap::new();
-        let mut pushed: Vec<(u64, NewEvent)> = Vec::new();
-        let mut managers: HashMap<u64, Box<ManagerRecord>> = HashMap::new();
-        let mut children: HashMap<JobPath, ChildRecord> = HashMap::new();
-        let mut deletes = Vec::new();
-        let mut syncs = Vec::new();
-        let mut touched: HashSet<(u64, u32, u32)> = HashSet::new();
-
+        let mut b = Batch::default();
         for op in ops {
             match op {
-                WriteOp::Events(evs) => {
-                    for e in evs {
-                        let seq = self.next_seq;
-                        self.next_seq += 1;
-                        let p = e.path;
-                        if self.max_events_per_job > 0 {
-                            self.count_step(p.manager, p.step)?;
-                            *self.counts.entry((p.manager, p.step, p.child)).or_insert(0) += 1;
-                            touched.insert((p.manager, p.step, p.child));
-                        }
-                        let b = blocks.entry((p.manager, p.step)).or_insert_with(|| OpenBlock {
-                            first_seq: seq,
-                            buf: Vec::with_capacity(16 * 1024),
-                            n: 0,
-                        });
-                        if b.n >= BLOCK_EVENTS || b.buf.len() >= BLOCK_BYTES {
-                            let full = std::mem::replace(
-                                b,
-                                OpenBlock { first_seq: seq, buf: Vec::with_capacity(16 * 1024), n: 0 },
-                            );
-                            event_batch.insert(&block_key(p.manager, p.step, full.first_seq)[..], full.buf);
-                        }
-                        block::encode_into(&mut b.buf, seq, e.ts_ms, e.level, e.originator, p.child, &e.message);
-                        b.n += 1;
-                        let scope = if p.step == 0 { p.manager_path() } else { JobPath::step(p.manager, p.step) };
-                        scopes.insert(scope, seq);
-                        if wants_events {
-                            pushed.push((seq, e));
-                        }
-                    }
-                }
+                WriteOp::Events(evs) => self.pack(&mut b, evs)?,
                 WriteOp::PutManager(m) => {
-                    managers.insert(m.num, m);
+                    b.managers.insert(m.num, m);
                 }
-                WriteOp::PutChildren(cs) => {
-                    for c in cs {
-                        children.insert(c.path, c);
-                    }
-                }
-                WriteOp::DeleteManager(mgr, reply) => deletes.push((mgr, reply)),
-                WriteOp::Sync(reply) => syncs.push(reply),
+                WriteOp::PutChildren(cs) => b.children.extend(cs.into_iter().map(|c| (c.path, c))),
+                WriteOp::DeleteManager(mgr, reply) => b.deletes.push((mgr, reply)),
+                WriteOp::Sync(reply) => b.syncs.push(reply),
             }
         }
-        for ((mgr, step), b) in blocks {
-            event_batch.insert(&block_key(mgr, step, b.first_seq)[..], b.buf);
-        }
-
-        // Events first: a reader that sees a job's new status sees its events too.
-        self.events.apply_batch(event_batch)?;
-        let mut trimmed = Ok(());
-        for job in touched {
-            let (mgr, step, _) = job;
-            let scope = if step == 0 { JobPath::manager(mgr) } else { JobPath::step(mgr, step) };
-            match self.trim(job) {
-                Ok(Some(seq)) => {
-                    scopes.insert(scope, seq);
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    // Part of it may be applied: the scope counts as changed either way.
-                    scopes.entry(scope).or_insert(0);
-                    trimmed = Err(e);
-                    break;
-                }
-            }
-        }
-        // Readable now (also when a trim failed halfway): move the scopes' versions before
-        // anyone hears of the commit.
-        if !scopes.is_empty() {
-            let mut v = self.versions.lock().expect("versions");
-            for scope in scopes.keys() {
-                v.changed(*scope, self.next_seq - 1);
-            }
-        }
-        trimmed?;
-        // Stats move by the difference between what was stored and what is stored now.
-        let mut diffs: Vec<(Option<JobStatus>, Option<JobStatus>)> = Vec::new();
-        let mut child_batch = sled::Batch::default();
-        for (p, c) in &children {
-            let key = child_key(*p);
-            let old = self.children.get(key)?.and_then(|v| serde_json::from_slice::<ChildRecord>(&v).ok());
-            diffs.push((old.map(|o| o.status), Some(c.status)));
-            let v = serde_json::to_vec(c).expect("child record serialises");
-            child_batch.insert(&key[..], v);
-        }
-        self.children.apply_batch(child_batch)?;
-        let mut mgr_batch = sled::Batch::default();
-        for (num, m) in &managers {
-            if m.status.is_terminal() {
-                self.forget(*num);
-            }
-            let key = manager_key(*num);
-            let old = self.managers.get(key)?.and_then(|v| serde_json::from_slice::<ManagerRecord>(&v).ok());
-            let old: Vec<JobStatus> = old.map(|o| super::manager_statuses(&o).collect()).unwrap_or_default();
-            let new: Vec<JobStatus> = super::manager_statuses(m).collect();
-            for i in 0..old.len().max(new.len()) {
-                diffs.push((old.get(i).copied(), new.get(i).copied()));
-            }
-            let v = serde_json::to_vec(m).expect("manager record serialises");
-            mgr_batch.insert(&key[..], v);
-        }
-        self.managers.apply_batch(mgr_batch)?;
-        if !scopes.is_empty() || !managers.is_empty() || !children.is_empty() || !syncs.is_empty() {
+        self.apply_events(&mut b)?;
+        let diffs = self.apply_records(&b)?;
+        if !b.scopes.is_empty() || !b.managers.is_empty() || !b.children.is_empty() || !b.syncs.is_empty() {
             self.db.flush()?;
         }
         if total > 0 {
@@ -346,30 +254,134 @@ impl Writer {
             m.ingest_batch_events.observe(total as f64);
             m.ingest_batch_seconds.observe(started.elapsed().as_secs_f64());
         }
-        if !diffs.is_empty() {
-            let stats = {
-                let mut c = self.counters.lock().expect("counters");
-                for (old, new) in diffs {
-                    c.replace(old, new);
+        self.count(diffs);
+        self.announce(b);
+        Ok(())
+    }
+
+    /// Gives events their seq and packs them into blocks per (manager, step); a block
+    /// that is full is sealed into the batch.
+    fn pack(&mut self, b: &mut Batch, evs: Vec<NewEvent>) -> Result<()> {
+        let wants_events = self.listener.wants_events();
+        for e in evs {
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let p = e.path;
+            if self.max_events_per_job > 0 {
+                self.count_step(p.manager, p.step)?;
+                *self.counts.entry((p.manager, p.step, p.child)).or_insert(0) += 1;
+                b.touched.insert((p.manager, p.step, p.child));
+            }
+            let open = b.blocks.entry((p.manager, p.step)).or_insert_with(|| OpenBlock::new(seq));
+            if open.n >= BLOCK_EVENTS || open.buf.len() >= BLOCK_BYTES {
+                let full = std::mem::replace(open, OpenBlock::new(seq));
+                b.sealed.insert(&block_key(p.manager, p.step, full.first_seq)[..], full.buf);
+            }
+            block::encode_into(&mut open.buf, seq, e.ts_ms, e.level, e.originator, p.child, &e.message);
+            open.n += 1;
+            let scope = if p.step == 0 { p.manager_path() } else { JobPath::step(p.manager, p.step) };
+            b.scopes.insert(scope, seq);
+            if wants_events {
+                b.pushed.push((seq, e));
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the batch's blocks, bounds the jobs that grew, and moves the versions of the
+    /// scopes that changed (before anyone hears of the commit).
+    fn apply_events(&mut self, b: &mut Batch) -> Result<()> {
+        let mut batch = std::mem::take(&mut b.sealed);
+        for ((mgr, step), open) in b.blocks.drain() {
+            batch.insert(&block_key(mgr, step, open.first_seq)[..], open.buf);
+        }
+        self.events.apply_batch(batch)?;
+        let mut trimmed = Ok(());
+        for job in std::mem::take(&mut b.touched) {
+            let (mgr, step, _) = job;
+            let scope = if step == 0 { JobPath::manager(mgr) } else { JobPath::step(mgr, step) };
+            match self.trim(job) {
+                Ok(Some(seq)) => {
+                    b.scopes.insert(scope, seq);
                 }
-                c.stats
-            };
-            self.listener.stats_changed(stats);
+                Ok(None) => {}
+                Err(e) => {
+                    // Part of it may be applied: the scope counts as changed either way.
+                    b.scopes.entry(scope).or_insert(0);
+                    trimmed = Err(e);
+                    break;
+                }
+            }
         }
-
-        if !scopes.is_empty() {
-            let scopes: Vec<(JobPath, u64)> = scopes.into_iter().collect();
-            self.listener.committed(&Committed { scopes: &scopes, last_seq: self.next_seq - 1, events: &pushed });
+        // Readable now (also when a trim failed halfway).
+        if !b.scopes.is_empty() {
+            let mut v = self.versions.lock().expect("versions");
+            for scope in b.scopes.keys() {
+                v.changed(*scope, self.next_seq - 1);
+            }
         }
+        trimmed
+    }
 
-        for (mgr, reply) in deletes {
+    /// Writes child and manager records; returns the status changes (stored before,
+    /// stored now) they make. A finished manager's counts and versions are forgotten.
+    fn apply_records(&mut self, b: &Batch) -> Result<Vec<(Option<JobStatus>, Option<JobStatus>)>> {
+        let mut diffs = Vec::new();
+        let mut child_batch = sled::Batch::default();
+        for (p, c) in &b.children {
+            let key = child_key(*p);
+            let old = self.children.get(key)?.and_then(|v| serde_json::from_slice::<ChildRecord>(&v).ok());
+            diffs.push((old.map(|o| o.status), Some(c.status)));
+            child_batch.insert(&key[..], serde_json::to_vec(c).expect("child record serialises"));
+        }
+        self.children.apply_batch(child_batch)?;
+        let mut mgr_batch = sled::Batch::default();
+        for (num, m) in &b.managers {
+            if m.status.is_terminal() {
+                self.forget(*num);
+            }
+            let key = manager_key(*num);
+            let old = self.managers.get(key)?.and_then(|v| serde_json::from_slice::<ManagerRecord>(&v).ok());
+            let old: Vec<JobStatus> = old.map(|o| manager_statuses(&o).collect()).unwrap_or_default();
+            let new: Vec<JobStatus> = manager_statuses(m).collect();
+            for i in 0..old.len().max(new.len()) {
+                diffs.push((old.get(i).copied(), new.get(i).copied()));
+            }
+            mgr_batch.insert(&key[..], serde_json::to_vec(m).expect("manager record serialises"));
+        }
+        self.managers.apply_batch(mgr_batch)?;
+        Ok(diffs)
+    }
+
+    /// Moves the job counts by status changes and tells the listener when they moved.
+    fn count(&mut self, diffs: Vec<(Option<JobStatus>, Option<JobStatus>)>) {
+        if diffs.is_empty() {
+            return;
+        }
+        let stats = {
+            let mut c = self.counters.lock().expect("counters");
+            for (old, new) in diffs {
+                c.replace(old, new);
+            }
+            c.stats
+        };
+        self.listener.stats_changed(stats);
+    }
+
+    /// Once durable: tells the listener what was committed, then runs the deletes and
+    /// answers the syncs queued in this batch.
+    fn announce(&mut self, b: Batch) {
+        if !b.scopes.is_empty() {
+            let scopes: Vec<(JobPath, u64)> = b.scopes.into_iter().collect();
+            self.listener.committed(&Committed { scopes: &scopes, last_seq: self.next_seq - 1, events: &b.pushed });
+        }
+        for (mgr, reply) in b.deletes {
             self.forget(mgr);
             let _ = reply.send(self.delete_manager(mgr));
         }
-        for s in syncs {
+        for s in b.syncs {
             let _ = s.send(());
         }
-        Ok(())
     }
 
     /// Removes a manager, its children and its events; returns (jobs, events) removed.
@@ -377,7 +389,7 @@ impl Writer {
         let Some(v) = self.managers.get(manager_key(mgr))? else {
             return Ok((0, 0));
         };
-        let m: ManagerRecord = serde_json::from_slice(&v).map_err(|e| super::StoreError::Corrupt(e.to_string()))?;
+        let m: ManagerRecord = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let mut gone: Vec<JobStatus> = super::manager_statuses(&m).collect();
         let mut batch = sled::Batch::default();
         for kv in self.children.scan_prefix(manager_key(mgr)) {

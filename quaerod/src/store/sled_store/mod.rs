@@ -1,0 +1,410 @@
+//! The embedded store on sled. Nothing outside this module names sled.
+//!
+//! Trees (one per kind of record, never one per job):
+//! - `managers`: `mgr:u64be` → [`ManagerRecord`] JSON (its steps are embedded).
+//! - `children`: `mgr:u64be step:u32be child:u32be` → [`ChildRecord`] JSON.
+//! - `events`: `mgr:u64be step:u32be first_seq:u64be` → a packed block of events
+//!   ([`block`]). Step 0 holds manager-level events. Steps run one after another, so a
+//!   step's events are a seq range of its manager's: the manager scope is a merge of its
+//!   step-0 blocks with the chain of its steps' blocks, and no event is written twice.
+//! - `meta`: counters reserved ahead (`seq`, `manager`), so a number is never reused, also
+//!   after `kill -9`.
+//! - `definitions`: definitions created over the API.
+//!
+//! All writes go through one writer thread ([`writer`]) that batches whatever is queued,
+//! applies it and flushes; a job's status becomes visible as terminal only after that
+//! job's events were applied before it (and the engine waits for [`Store::sync`]).
+
+mod keys;
+mod reader;
+mod writer;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use quaero_shared::{JobDefinition, JobPath, Stats};
+use tokio::sync::{mpsc, oneshot};
+
+use super::counters::{Counters, manager_statuses};
+use super::versions::Versions;
+use super::{
+    BoxFuture, ChildRecord, CommitListener, LogPage, LogQuery, ManagerRecord, NewEvent, OpenError, Result, Store,
+    StoreError, StoreOptions,
+};
+use keys::{child_key, manager_key, scope_key};
+
+/// Events of one block at most; a reader decodes at most two blocks to serve a small read.
+pub const BLOCK_EVENTS: usize = 512;
+/// Written once when a data directory is created; checked at every open.
+const FORMAT_KEY: &str = "format";
+const FORMAT: &str = "quaero-store-1";
+/// A random id made when a data directory is created: marks the processes its daemons
+/// start (see [`Store::instance`]).
+const INSTANCE_KEY: &str = "instance";
+/// How far ahead counters are reserved; one durable write per this many numbers.
+const SEQ_RESERVE: u64 = 100_000;
+const MANAGER_RESERVE: u64 = 1_000;
+
+impl From<sled::Error> for StoreError {
+    fn from(e: sled::Error) -> Self {
+        StoreError::Backend(Box::new(e))
+    }
+}
+
+/// Where a delete answers with (jobs, events) deleted.
+type DeleteReply = oneshot::Sender<Result<(u64, u64)>>;
+
+enum WriteOp {
+    Events(Vec<NewEvent>),
+    PutManager(Box<ManagerRecord>),
+    PutChildren(Vec<ChildRecord>),
+    DeleteManager(u64, DeleteReply),
+    /// Acknowledged once everything queued before it is applied and flushed.
+    Sync(oneshot::Sender<()>),
+}
+
+/// 128 random bits as hex, from the kernel.
+fn random_id() -> String {
+    let mut buf = [0u8; 16];
+    // SAFETY: getrandom(2) writes at most buf.len() bytes into buf.
+    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if n != buf.len() as isize {
+        // No getrandom: time and pid are unique enough for a marker that is not a secret.
+        let t = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        buf[..8].copy_from_slice(&(t.as_nanos() as u64).to_le_bytes());
+        buf[8..12].copy_from_slice(&std::process::id().to_le_bytes());
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether another process holds the lock sled takes on `<path>/db` (an exclusive
+/// `flock`). The probe's own lock goes with its descriptor when this returns.
+fn locked_by_another(path: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(file) = std::fs::File::open(path.join("db")) else { return false };
+    // SAFETY: flock(2) on a descriptor `file` owns; no memory involved.
+    let r = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+    r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::EWOULDBLOCK)
+}
+
+/// The sled store. Its writer thread is joined when it is dropped.
+pub(super) struct SledStore {
+    db: sled::Db,
+    managers: sled::Tree,
+    children: sled::Tree,
+    events: sled::Tree,
+    meta: sled::Tree,
+    definitions: sled::Tree,
+    /// Bounded so that producers feel back-pressure when ingest outruns the disk, instead
+    /// of queueing without limit in memory.
+    tx: mpsc::Sender<WriteOp>,
+    counters: Arc<Mutex<Counters>>,
+    versions: Arc<Mutex<Versions>>,
+    /// Manager numbers: next to hand out and the reserved ceiling. A std Mutex: held for a
+    /// few instructions, and once per MANAGER_RESERVE for one durable write.
+    managers_alloc: Mutex<(u64, u64)>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    instance: String,
+}
+
+impl SledStore {
+    /// Opens (or creates) the store at `path`.
+    pub(super) fn open(
+        path: &Path,
+        listener: Arc<dyn CommitListener>,
+        opts: StoreOptions,
+    ) -> Result<SledStore, OpenError> {
+        let shown = path.display().to_string();
+        let sled_err = |source: sled::Error| match &source {
+            // sled's own lock check, should another process take the lock after ours.
+            sled::Error::Io(e)
+                if e.to_string().starts_with("could not acquire lock") && e.to_string().contains("WouldBlock") =>
+            {
+                OpenError::InUse { path: shown.clone() }
+            }
+            _ => OpenError::Backend { path: shown.clone(), source: Box::new(source) },
+        };
+        if locked_by_another(path) {
+            return Err(OpenError::InUse { path: shown });
+        }
+        // sled treats a damaged log as the end of the log and would open it as (partly)
+        // empty; a directory whose sled file exists but that lacks our format marker is
+        // reported instead of silently started over.
+        let had_db = std::fs::metadata(path.join("db")).is_ok_and(|m| m.len() > 0);
+        let db = sled::Config::new()
+            .path(path)
+            // The page cache dominates RSS; 64 MiB keeps recent blocks hot and the daemon
+            // small.
+            .cache_capacity(64 * 1024 * 1024)
+            // We flush after every batch ourselves.
+            .flush_every_ms(None)
+            .open()
+            .map_err(sled_err)?;
+        let tree = |name: &str| db.open_tree(name);
+        let managers = tree("managers").map_err(sled_err)?;
+        let children = tree("children").map_err(sled_err)?;
+        let events = tree("events").map_err(sled_err)?;
+        let meta = tree("meta").map_err(sled_err)?;
+        let definitions = tree("definitions").map_err(sled_err)?;
+
+        let read_counter = |key: &str| -> Result<u64, OpenError> {
+            match meta.get(key).map_err(sled_err)? {
+                None => Ok(0),
+                Some(v) => v
+                    .as_ref()
+                    .try_into()
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| OpenError::Corrupt { path: shown.clone(), detail: format!("meta/{key}") }),
+            }
+        };
+        match meta.get(FORMAT_KEY).map_err(sled_err)? {
+            Some(v) if v.as_ref() == FORMAT.as_bytes() => {}
+            Some(v) => {
+                return Err(OpenError::Corrupt {
+                    path: shown.clone(),
+                    detail: format!("unknown store format {:?}", String::from_utf8_lossy(&v)),
+                });
+            }
+            None if had_db => {
+                return Err(OpenError::Corrupt {
+                    path: shown.clone(),
+                    detail: "its sled file has no Quaero format marker: it is damaged or not a Quaero data directory"
+                        .into(),
+                });
+            }
+            None => {
+                meta.insert(FORMAT_KEY, FORMAT.as_bytes()).map_err(sled_err)?;
+                db.flush().map_err(sled_err)?;
+            }
+        }
+        let instance = match meta.get(INSTANCE_KEY).map_err(sled_err)? {
+            Some(v) => String::from_utf8_lossy(&v).into_owned(),
+            None => {
+                let id = random_id();
+                meta.insert(INSTANCE_KEY, id.as_bytes()).map_err(sled_err)?;
+                db.flush().map_err(sled_err)?;
+                id
+            }
+        };
+        // Everything below a reservation may have been handed out before a crash: start
+        // above it.
+        let seq_reserved = read_counter("seq")?;
+        let mgr_reserved = read_counter("manager")?;
+
+        let counters = Arc::new(Mutex::new(Counters::default()));
+        {
+            let mut c = counters.lock().expect("counters");
+            for item in managers.iter() {
+                let (_, v) = item.map_err(sled_err)?;
+                let m: ManagerRecord = serde_json::from_slice(&v)
+                    .map_err(|e| OpenError::Corrupt { path: shown.clone(), detail: format!("manager record: {e}") })?;
+                for st in manager_statuses(&m) {
+                    c.replace(None, Some(st));
+                }
+            }
+            for item in children.iter() {
+                let (_, v) = item.map_err(sled_err)?;
+                let ch: ChildRecord = serde_json::from_slice(&v)
+                    .map_err(|e| OpenError::Corrupt { path: shown.clone(), detail: format!("child record: {e}") })?;
+                c.replace(None, Some(ch.status));
+            }
+        }
+
+        listener.stats_changed(counters.lock().expect("counters").stats);
+        let versions = Arc::new(Mutex::new(Versions::default()));
+        let (tx, rx) = mpsc::channel(256);
+        let writer = writer::Writer::new(writer::WriterSetup {
+            db: db.clone(),
+            events: events.clone(),
+            managers: managers.clone(),
+            children: children.clone(),
+            meta: meta.clone(),
+            seq_reserved,
+            counters: counters.clone(),
+            versions: versions.clone(),
+            listener,
+            max_events_per_job: opts.max_events_per_job,
+        });
+        let handle = std::thread::Builder::new()
+            .name("quaero-writer".into())
+            .spawn(move || writer.run(rx))
+            .expect("spawn writer thread");
+
+        Ok(SledStore {
+            db,
+            managers,
+            children,
+            events,
+            meta,
+            definitions,
+            tx,
+            counters,
+            versions,
+            managers_alloc: Mutex::new((mgr_reserved + 1, mgr_reserved)),
+            instance,
+            writer: Mutex::new(Some(handle)),
+        })
+    }
+
+    async fn send(&self, op: WriteOp) -> Result<()> {
+        self.tx.send(op).await.map_err(|_| StoreError::Closed)
+    }
+}
+
+impl Store for SledStore {
+    /// This data directory's id (32 hex digits, made when it was created). Every process a
+    /// daemon on it starts carries it in `QUAERO_INSTANCE`, so that the next daemon on the
+    /// same directory can find what a crashed one left running.
+    fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// A manager number never handed out before, also across crashes.
+    fn alloc_manager(&self) -> Result<u64> {
+        let mut a = self.managers_alloc.lock().expect("alloc");
+        if a.0 > a.1 {
+            let ceiling = a.1 + MANAGER_RESERVE;
+            self.meta.insert("manager", &ceiling.to_be_bytes())?;
+            self.meta.flush()?;
+            a.1 = ceiling;
+        }
+        let n = a.0;
+        a.0 += 1;
+        Ok(n)
+    }
+
+    fn append(&self, events: Vec<NewEvent>) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            if events.is_empty() {
+                return Ok(());
+            }
+            self.send(WriteOp::Events(events)).await
+        })
+    }
+
+    fn put_manager(&self, rec: ManagerRecord) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move { self.send(WriteOp::PutManager(Box::new(rec))).await })
+    }
+
+    fn put_children(&self, recs: Vec<ChildRecord>) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            if recs.is_empty() {
+                return Ok(());
+            }
+            self.send(WriteOp::PutChildren(recs)).await
+        })
+    }
+
+    /// Waits until everything queued before this call is applied and on disk.
+    fn sync(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            self.send(WriteOp::Sync(tx)).await?;
+            rx.await.map_err(|_| StoreError::Closed)
+        })
+    }
+
+    /// Deletes a manager with its children and events; returns (jobs, events) deleted.
+    fn delete_manager(&self, mgr: u64) -> BoxFuture<'_, Result<(u64, u64)>> {
+        Box::pin(async move {
+            let (tx, rx) = oneshot::channel();
+            self.send(WriteOp::DeleteManager(mgr, tx)).await?;
+            rx.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn stats(&self) -> Stats {
+        self.counters.lock().expect("counters").stats
+    }
+
+    fn get_manager(&self, mgr: u64) -> Result<Option<ManagerRecord>> {
+        match self.managers.get(manager_key(mgr))? {
+            None => Ok(None),
+            Some(v) => {
+                serde_json::from_slice(&v).map(Some).map_err(|e| StoreError::Corrupt(format!("manager m{mgr}: {e}")))
+            }
+        }
+    }
+
+    /// Every manager, newest first. `f` returns false to stop.
+    fn for_each_manager_desc(&self, f: &mut dyn FnMut(ManagerRecord) -> bool) -> Result<()> {
+        for item in self.managers.iter().rev() {
+            let (_, v) = item?;
+            let m: ManagerRecord = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            if !f(m) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn get_child(&self, p: JobPath) -> Result<Option<ChildRecord>> {
+        match self.children.get(child_key(p))? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v).map(Some).map_err(|e| StoreError::Corrupt(format!("child {p}: {e}"))),
+        }
+    }
+
+    /// The children of a step, in index order.
+    fn children_of(&self, mgr: u64, step: u32) -> Result<Vec<ChildRecord>> {
+        let mut out = Vec::new();
+        for item in self.children.scan_prefix(scope_key(mgr, step)) {
+            let (_, v) = item?;
+            out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        }
+        Ok(out)
+    }
+
+    /// Reads events of a manager, step or child scope. Cost is O(limit + one block) for a
+    /// manager or a step whatever the log's size; a child's read scans its step's blocks.
+    fn read_logs(&self, q: &LogQuery) -> Result<LogPage> {
+        reader::read(&self.events, q)
+    }
+
+    /// A number that changes whenever the result of a read of `path`'s events may have:
+    /// equal before and after, nothing was added to or removed from that scope in between
+    /// (a child shares its step's number). Increases only.
+    fn version(&self, path: JobPath) -> u64 {
+        self.versions.lock().expect("versions").get(path)
+    }
+
+    fn put_definition(&self, def: &JobDefinition) -> Result<()> {
+        let v = serde_json::to_vec(def).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.definitions.insert(def.id.as_bytes(), v)?;
+        self.definitions.flush()?;
+        Ok(())
+    }
+
+    fn delete_definition(&self, id: &str) -> Result<bool> {
+        let old = self.definitions.remove(id.as_bytes())?;
+        self.definitions.flush()?;
+        Ok(old.is_some())
+    }
+
+    fn definitions(&self) -> Result<Vec<JobDefinition>> {
+        let mut out = Vec::new();
+        for item in self.definitions.iter() {
+            let (_, v) = item?;
+            out.push(serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+        }
+        Ok(out)
+    }
+
+    /// Bytes the database occupies on disk.
+    fn size_on_disk(&self) -> u64 {
+        self.db.size_on_disk().unwrap_or(0)
+    }
+}
+
+impl Drop for SledStore {
+    fn drop(&mut self) {
+        // The sender is dropped with Inner after this runs; join the writer so that its
+        // final flush has happened before the process exits.
+        let handle = self.writer.lock().ok().and_then(|mut h| h.take());
+        let (tx, _) = mpsc::channel(1);
+        let _ = std::mem::replace(&mut self.tx, tx);
+        if let Some(h) = handle {
+            let _ = h.join();
+        }
+    }
+}
