@@ -107,25 +107,97 @@ pub(super) struct SledStore {
     instance: String,
 }
 
+/// The steps of opening a data directory, with its path for the errors.
+struct Opening {
+    shown: String,
+}
+
+impl Opening {
+    fn sled(&self, source: sled::Error) -> OpenError {
+        match &source {
+            // sled's own lock check, should another process take the lock after ours.
+            sled::Error::Io(e)
+                if e.to_string().starts_with("could not acquire lock") && e.to_string().contains("WouldBlock") =>
+            {
+                OpenError::InUse { path: self.shown.clone() }
+            }
+            _ => OpenError::Backend { path: self.shown.clone(), source: Box::new(source) },
+        }
+    }
+
+    fn corrupt(&self, detail: impl Into<String>) -> OpenError {
+        OpenError::Corrupt { path: self.shown.clone(), detail: detail.into() }
+    }
+
+    /// The format marker: written to a new directory, checked in an existing one.
+    fn check_format(&self, db: &sled::Db, meta: &sled::Tree, had_db: bool) -> Result<(), OpenError> {
+        match meta.get(FORMAT_KEY).map_err(|e| self.sled(e))? {
+            Some(v) if v.as_ref() == FORMAT.as_bytes() => Ok(()),
+            Some(v) => Err(self.corrupt(format!("unknown store format {:?}", String::from_utf8_lossy(&v)))),
+            None if had_db => {
+                Err(self
+                    .corrupt("its sled file has no Quaero format marker: it is damaged or not a Quaero data directory"))
+            }
+            None => {
+                meta.insert(FORMAT_KEY, FORMAT.as_bytes()).map_err(|e| self.sled(e))?;
+                db.flush().map_err(|e| self.sled(e))?;
+                Ok(())
+            }
+        }
+    }
+
+    /// The directory's instance id, made on first open.
+    fn instance(&self, db: &sled::Db, meta: &sled::Tree) -> Result<String, OpenError> {
+        match meta.get(INSTANCE_KEY).map_err(|e| self.sled(e))? {
+            Some(v) => Ok(String::from_utf8_lossy(&v).into_owned()),
+            None => {
+                let id = random_id();
+                meta.insert(INSTANCE_KEY, id.as_bytes()).map_err(|e| self.sled(e))?;
+                db.flush().map_err(|e| self.sled(e))?;
+                Ok(id)
+            }
+        }
+    }
+
+    /// A counter reserved ahead (0 if never written).
+    fn counter(&self, meta: &sled::Tree, key: &str) -> Result<u64, OpenError> {
+        match meta.get(key).map_err(|e| self.sled(e))? {
+            None => Ok(0),
+            Some(v) => v.as_ref().try_into().map(u64::from_be_bytes).map_err(|_| self.corrupt(format!("meta/{key}"))),
+        }
+    }
+
+    /// Every stored job by status: the one full read at open, kept current by the writer.
+    fn count_jobs(&self, managers: &sled::Tree, children: &sled::Tree) -> Result<Counters, OpenError> {
+        let mut c = Counters::default();
+        for item in managers.iter() {
+            let (_, v) = item.map_err(|e| self.sled(e))?;
+            let m: ManagerRecord =
+                serde_json::from_slice(&v).map_err(|e| self.corrupt(format!("manager record: {e}")))?;
+            for st in manager_statuses(&m) {
+                c.replace(None, Some(st));
+            }
+        }
+        for item in children.iter() {
+            let (_, v) = item.map_err(|e| self.sled(e))?;
+            let ch: ChildRecord = serde_json::from_slice(&v).map_err(|e| self.corrupt(format!("child record: {e}")))?;
+            c.replace(None, Some(ch.status));
+        }
+        Ok(c)
+    }
+}
+
 impl SledStore {
-    /// Opens (or creates) the store at `path`.
+    /// Opens (or creates) the store at `path`: checks the lock and the format marker,
+    /// counts the stored jobs by status, and starts the writer thread.
     pub(super) fn open(
         path: &Path,
         listener: Arc<dyn CommitListener>,
         opts: StoreOptions,
     ) -> Result<SledStore, OpenError> {
-        let shown = path.display().to_string();
-        let sled_err = |source: sled::Error| match &source {
-            // sled's own lock check, should another process take the lock after ours.
-            sled::Error::Io(e)
-                if e.to_string().starts_with("could not acquire lock") && e.to_string().contains("WouldBlock") =>
-            {
-                OpenError::InUse { path: shown.clone() }
-            }
-            _ => OpenError::Backend { path: shown.clone(), source: Box::new(source) },
-        };
+        let o = Opening { shown: path.display().to_string() };
         if locked_by_another(path) {
-            return Err(OpenError::InUse { path: shown });
+            return Err(OpenError::InUse { path: o.shown });
         }
         // sled treats a damaged log as the end of the log and would open it as (partly)
         // empty; a directory whose sled file exists but that lacks our format marker is
@@ -139,78 +211,20 @@ impl SledStore {
             // We flush after every batch ourselves.
             .flush_every_ms(None)
             .open()
-            .map_err(sled_err)?;
-        let tree = |name: &str| db.open_tree(name);
-        let managers = tree("managers").map_err(sled_err)?;
-        let children = tree("children").map_err(sled_err)?;
-        let events = tree("events").map_err(sled_err)?;
-        let meta = tree("meta").map_err(sled_err)?;
-        let definitions = tree("definitions").map_err(sled_err)?;
+            .map_err(|e| o.sled(e))?;
+        let tree = |name: &str| db.open_tree(name).map_err(|e| o.sled(e));
+        let (managers, children, events) = (tree("managers")?, tree("children")?, tree("events")?);
+        let (meta, definitions) = (tree("meta")?, tree("definitions")?);
 
-        let read_counter = |key: &str| -> Result<u64, OpenError> {
-            match meta.get(key).map_err(sled_err)? {
-                None => Ok(0),
-                Some(v) => v
-                    .as_ref()
-                    .try_into()
-                    .map(u64::from_be_bytes)
-                    .map_err(|_| OpenError::Corrupt { path: shown.clone(), detail: format!("meta/{key}") }),
-            }
-        };
-        match meta.get(FORMAT_KEY).map_err(sled_err)? {
-            Some(v) if v.as_ref() == FORMAT.as_bytes() => {}
-            Some(v) => {
-                return Err(OpenError::Corrupt {
-                    path: shown.clone(),
-                    detail: format!("unknown store format {:?}", String::from_utf8_lossy(&v)),
-                });
-            }
-            None if had_db => {
-                return Err(OpenError::Corrupt {
-                    path: shown.clone(),
-                    detail: "its sled file has no Quaero format marker: it is damaged or not a Quaero data directory"
-                        .into(),
-                });
-            }
-            None => {
-                meta.insert(FORMAT_KEY, FORMAT.as_bytes()).map_err(sled_err)?;
-                db.flush().map_err(sled_err)?;
-            }
-        }
-        let instance = match meta.get(INSTANCE_KEY).map_err(sled_err)? {
-            Some(v) => String::from_utf8_lossy(&v).into_owned(),
-            None => {
-                let id = random_id();
-                meta.insert(INSTANCE_KEY, id.as_bytes()).map_err(sled_err)?;
-                db.flush().map_err(sled_err)?;
-                id
-            }
-        };
+        o.check_format(&db, &meta, had_db)?;
+        let instance = o.instance(&db, &meta)?;
         // Everything below a reservation may have been handed out before a crash: start
         // above it.
-        let seq_reserved = read_counter("seq")?;
-        let mgr_reserved = read_counter("manager")?;
-
-        let counters = Arc::new(Mutex::new(Counters::default()));
-        {
-            let mut c = counters.lock().expect("counters");
-            for item in managers.iter() {
-                let (_, v) = item.map_err(sled_err)?;
-                let m: ManagerRecord = serde_json::from_slice(&v)
-                    .map_err(|e| OpenError::Corrupt { path: shown.clone(), detail: format!("manager record: {e}") })?;
-                for st in manager_statuses(&m) {
-                    c.replace(None, Some(st));
-                }
-            }
-            for item in children.iter() {
-                let (_, v) = item.map_err(sled_err)?;
-                let ch: ChildRecord = serde_json::from_slice(&v)
-                    .map_err(|e| OpenError::Corrupt { path: shown.clone(), detail: format!("child record: {e}") })?;
-                c.replace(None, Some(ch.status));
-            }
-        }
-
+        let seq_reserved = o.counter(&meta, "seq")?;
+        let mgr_reserved = o.counter(&meta, "manager")?;
+        let counters = Arc::new(Mutex::new(o.count_jobs(&managers, &children)?));
         listener.stats_changed(counters.lock().expect("counters").stats);
+
         let versions = Arc::new(Mutex::new(Versions::default()));
         let (tx, rx) = mpsc::channel(256);
         let writer = writer::Writer::new(writer::WriterSetup {
