@@ -4,7 +4,8 @@
 //! - [`config`]: `quaero.toml` < `QUAERO_*` environment < flags, validated at start.
 //! - [`store`]: the `Store` trait (event log, job records, definitions) and its sled
 //!   implementation, the only code that names sled.
-//! - [`engine`]: definitions, the manager runner, the worker pool and the step runners.
+//! - [`engine`]: definitions, the manager runner (fan-out in `run.rs`), the worker pool,
+//!   the step runners, and the search for processes a killed daemon left (`leftovers.rs`).
 //! - [`aggregator`]: turns commits into per-client `refresh_step_events` triggers.
 //! - [`api`]: the REST routes (warp filters, handlers, one `recover`) and the OpenAPI
 //!   document they are built from.

@@ -6,6 +6,7 @@
 //! flushed, so whoever sees "completed" can read every event of the job.
 
 pub mod definition;
+mod leftovers;
 mod read;
 mod run;
 pub mod runners;
@@ -262,7 +263,7 @@ impl Engine {
         // A daemon killed without a chance to stop its commands left them running; they
         // go before their steps run again, or two copies would run side by side.
         let resuming: std::collections::HashSet<u64> = stale.iter().map(|m| m.num).collect();
-        for (group, cmdline) in runners::kill_leftovers(self.store.instance(), &resuming) {
+        for (group, cmdline) in leftovers::kill_leftovers(self.store.instance(), &resuming) {
             tracing::warn!(group, command = %cmdline, "killed a command an earlier daemon on this data directory left running");
         }
         for m in stale {

@@ -65,6 +65,12 @@ impl Ctx {
 
     /// A terminal transition: persisted and flushed (after every event queued before it)
     /// before the live record, and so the API and the clients, show it.
+    /// Sets a step's child counts in the live record and saves it.
+    async fn set_child_counts(&self, i: u32, counts: ChildCounts) {
+        self.live.record.lock().expect("record").steps[i as usize - 1].child_counts = counts;
+        self.update(|_| {}).await;
+    }
+
     async fn finish(&self, f: impl FnOnce(&mut crate::store::ManagerRecord)) {
         let mut snap = self.live.snapshot();
         f(&mut snap);
@@ -292,173 +298,60 @@ enum ChildMsg {
     Interrupted(bool),
 }
 
+impl ChildMsg {
+    /// Moves the step's child counts by what a child reported; whether they changed.
+    fn apply(self, counts: &mut ChildCounts) -> bool {
+        match self {
+            ChildMsg::Started => {
+                counts.pending = counts.pending.saturating_sub(1);
+                counts.running += 1;
+            }
+            ChildMsg::Done(status, started) => {
+                if started {
+                    counts.running = counts.running.saturating_sub(1);
+                } else {
+                    counts.pending = counts.pending.saturating_sub(1);
+                }
+                counts.add(status, 1);
+            }
+            ChildMsg::Interrupted(started) => {
+                if !started {
+                    return false;
+                }
+                counts.running = counts.running.saturating_sub(1);
+                counts.pending += 1;
+            }
+        }
+        true
+    }
+}
+
 /// Fans a step out into child jobs on the worker pool and waits for all of them.
 async fn fan_out(ctx: &Ctx, i: u32, plan: &StepPlan) -> Outcome {
-    let engine = &ctx.engine;
-    let live = &ctx.live;
-    let num = live.num;
-    let n = plan.children() as u32;
     let items: Vec<String> = match plan {
         StepPlan::Command(c) => c.for_each.clone().unwrap_or_default(),
         StepPlan::HttpFetch(h) => h.urls.clone(),
-        StepPlan::Emit(_) => (1..=n).map(|k| format!("child {k}")).collect(),
+        StepPlan::Emit(_) => (1..=plan.children() as u32).map(|k| format!("child {k}")).collect(),
     };
+    let (counts, todo) = plan_children(ctx, i, &items).await;
+    let step_path = JobPath::step(ctx.live.num, i);
+    ctx.set_child_counts(i, counts).await;
+    let done = items.len() - todo.len();
+    ctx.event(i, Level::Info, format!("fanning out {} child jobs ({done} already done)", items.len())).await;
+    report_progress(&ctx.engine, step_path, counts);
 
-    // On resume, children that finished before the restart are kept.
-    let existing: std::collections::HashMap<u32, ChildRecord> =
-        engine.store.children_of(num, i).unwrap_or_default().into_iter().map(|c| (c.path.child, c)).collect();
-    let now = now_ms();
-    let mut counts = ChildCounts { total: n as u64, ..Default::default() };
-    let mut todo = Vec::new();
-    let mut new_records = Vec::new();
-    for k in 1..=n {
-        match existing.get(&k) {
-            Some(c) if c.status.is_terminal() => counts.add(c.status, 1),
-            _ => {
-                counts.pending += 1;
-                todo.push(k);
-                new_records.push(ChildRecord {
-                    path: JobPath::child(num, i, k),
-                    name: items[k as usize - 1].clone(),
-                    status: JobStatus::Pending,
-                    created_ms: existing.get(&k).map_or(now, |c| c.created_ms),
-                    started_ms: None,
-                    finished_ms: None,
-                    error: None,
-                });
-            }
-        }
-    }
-    for chunk in new_records.chunks(4096) {
-        let _ = engine.store.put_children(chunk.to_vec()).await;
-    }
-    let step_path = JobPath::step(num, i);
-    let set_counts = |c: ChildCounts| {
-        let mut r = live.record.lock().expect("record");
-        r.steps[i as usize - 1].child_counts = c;
-    };
-    set_counts(counts);
-    ctx.update(|_| {}).await;
-    ctx.event(i, Level::Info, format!("fanning out {} child jobs ({} already done)", n, n as usize - todo.len())).await;
-    report_progress(engine, step_path, counts);
-
-    let (tx, mut rx) = mpsc::unbounded_channel::<ChildMsg>();
+    let (tx, rx) = mpsc::unbounded_channel::<ChildMsg>();
     let plan = Arc::new(plan.clone());
     for k in todo {
-        let token = live.cancel.child_token();
-        live.child_tokens.lock().expect("tokens").insert(JobPath::child(num, i, k), token.clone());
-        let engine = engine.clone();
-        let live = live.clone();
-        let plan = plan.clone();
-        let tx = tx.clone();
-        let item = items[k as usize - 1].clone();
-        tokio::spawn(async move {
-            let path = JobPath::child(num, i, k);
-            let sink = Sink { store: engine.store.clone(), path, originator: Originator::Worker };
-            let created = now_ms();
-            let permit = tokio::select! {
-                p = engine.pool.clone().acquire_owned() => Some(p.expect("pool never closes")),
-                _ = token.cancelled() => None,
-            };
-            let mut rec = ChildRecord {
-                path,
-                name: item.clone(),
-                status: JobStatus::Running,
-                created_ms: created,
-                started_ms: Some(now_ms()),
-                finished_ms: None,
-                error: None,
-            };
-            let mut started = false;
-            let outcome = match permit {
-                Some(permit) if !token.is_cancelled() => {
-                    started = true;
-                    let _ = tx.send(ChildMsg::Started);
-                    let _ = engine.store.put_children(vec![rec.clone()]).await;
-                    let o = run_unit(&engine, &plan, Some((k, &item)), &sink, &token).await;
-                    drop(permit);
-                    o
-                }
-                _ => {
-                    rec.started_ms = None;
-                    Err(Failure::Cancelled)
-                }
-            };
-            live.child_tokens.lock().expect("tokens").remove(&path);
-            if live.stop_reason() == Some(StopReason::Shutdown) {
-                // Left as it is in the store; it runs again at the next start.
-                let _ = tx.send(ChildMsg::Interrupted(started));
-                return;
-            }
-            let (status, error) = match outcome {
-                Ok(()) => (JobStatus::Completed, None),
-                Err(Failure::Cancelled) => (JobStatus::Cancelled, Some("cancelled".to_string())),
-                Err(Failure::Failed(e)) => (JobStatus::Failed, Some(e)),
-            };
-            rec.status = status;
-            rec.error = error;
-            rec.finished_ms = Some(now_ms());
-            // Queued after the child's events: never readable as finished before them.
-            let _ = engine.store.put_children(vec![rec]).await;
-            let _ = tx.send(ChildMsg::Done(status, started));
-        });
+        let token = ctx.live.cancel.child_token();
+        ctx.live.child_tokens.lock().expect("tokens").insert(JobPath::child(ctx.live.num, i, k), token.clone());
+        let child = Child { engine: ctx.engine.clone(), live: ctx.live.clone(), step: i, index: k, token };
+        tokio::spawn(child.run(plan.clone(), items[k as usize - 1].clone(), tx.clone()));
     }
     drop(tx);
+    let counts = follow_children(ctx, i, counts, rx).await;
 
-    let mut save = tokio::time::interval(PROGRESS_SAVE);
-    let mut last_save = Instant::now();
-    let mut last_event = Instant::now();
-    let mut dirty = false;
-    let mut announced = counts;
-    let mut running = true;
-    while running {
-        tokio::select! {
-            msg = rx.recv() => match msg {
-                Some(ChildMsg::Started) => {
-                    counts.pending = counts.pending.saturating_sub(1);
-                    counts.running += 1;
-                    dirty = true;
-                }
-                Some(ChildMsg::Done(status, started)) => {
-                    if started {
-                        counts.running = counts.running.saturating_sub(1);
-                    } else {
-                        counts.pending = counts.pending.saturating_sub(1);
-                    }
-                    counts.add(status, 1);
-                    dirty = true;
-                }
-                Some(ChildMsg::Interrupted(started)) => {
-                    if started {
-                        counts.running = counts.running.saturating_sub(1);
-                        counts.pending += 1;
-                        dirty = true;
-                    }
-                }
-                None => running = false,
-            },
-            _ = save.tick() => {}
-        }
-        if dirty && (!running || last_save.elapsed() >= PROGRESS_SAVE) {
-            last_save = Instant::now();
-            set_counts(counts);
-            ctx.update(|_| {}).await;
-            report_progress(engine, step_path, counts);
-            dirty = false;
-        }
-        if (last_event.elapsed() >= PROGRESS_EVENT || !running) && counts != announced {
-            last_event = Instant::now();
-            announced = counts;
-            ctx.event(i, Level::Info, progress_text(&counts)).await;
-        }
-    }
-    if dirty {
-        set_counts(counts);
-        ctx.update(|_| {}).await;
-        report_progress(engine, step_path, counts);
-    }
-
-    if live.cancel.is_cancelled() {
+    if ctx.live.cancel.is_cancelled() {
         return Err(Failure::Cancelled);
     }
     let allowed = match &*plan {
@@ -475,6 +368,149 @@ async fn fan_out(ctx: &Ctx, i: u32, plan: &StepPlan) -> Outcome {
         )));
     }
     Ok(())
+}
+
+/// Writes the step's children as pending, keeping those that finished before a restart;
+/// returns the counts and the children still to run.
+async fn plan_children(ctx: &Ctx, i: u32, items: &[String]) -> (ChildCounts, Vec<u32>) {
+    let num = ctx.live.num;
+    let n = items.len() as u32;
+    let existing: std::collections::HashMap<u32, ChildRecord> =
+        ctx.engine.store.children_of(num, i).unwrap_or_default().into_iter().map(|c| (c.path.child, c)).collect();
+    let now = now_ms();
+    let mut counts = ChildCounts { total: u64::from(n), ..Default::default() };
+    let mut todo = Vec::new();
+    let mut records = Vec::new();
+    for k in 1..=n {
+        match existing.get(&k) {
+            Some(c) if c.status.is_terminal() => counts.add(c.status, 1),
+            _ => {
+                counts.pending += 1;
+                todo.push(k);
+                records.push(ChildRecord {
+                    path: JobPath::child(num, i, k),
+                    name: items[k as usize - 1].clone(),
+                    status: JobStatus::Pending,
+                    created_ms: existing.get(&k).map_or(now, |c| c.created_ms),
+                    started_ms: None,
+                    finished_ms: None,
+                    error: None,
+                });
+            }
+        }
+    }
+    for chunk in records.chunks(4096) {
+        let _ = ctx.engine.store.put_children(chunk.to_vec()).await;
+    }
+    (counts, todo)
+}
+
+/// Follows the children's reports until all are done: the step's counts are saved at
+/// most every [`PROGRESS_SAVE`] and told in an event at most every [`PROGRESS_EVENT`],
+/// and both once more at the end.
+async fn follow_children(
+    ctx: &Ctx,
+    i: u32,
+    mut counts: ChildCounts,
+    mut rx: mpsc::UnboundedReceiver<ChildMsg>,
+) -> ChildCounts {
+    let step_path = JobPath::step(ctx.live.num, i);
+    let mut save = tokio::time::interval(PROGRESS_SAVE);
+    let mut last_save = Instant::now();
+    let mut last_event = Instant::now();
+    let mut dirty = false;
+    let mut announced = counts;
+    let mut running = true;
+    while running {
+        tokio::select! {
+            msg = rx.recv() => match msg {
+                Some(msg) => dirty |= msg.apply(&mut counts),
+                None => running = false,
+            },
+            _ = save.tick() => {}
+        }
+        if dirty && (!running || last_save.elapsed() >= PROGRESS_SAVE) {
+            last_save = Instant::now();
+            ctx.set_child_counts(i, counts).await;
+            report_progress(&ctx.engine, step_path, counts);
+            dirty = false;
+        }
+        if (last_event.elapsed() >= PROGRESS_EVENT || !running) && counts != announced {
+            last_event = Instant::now();
+            announced = counts;
+            ctx.event(i, Level::Info, progress_text(&counts)).await;
+        }
+    }
+    if dirty {
+        ctx.set_child_counts(i, counts).await;
+        report_progress(&ctx.engine, step_path, counts);
+    }
+    counts
+}
+
+/// One child job of a fan-out step, run on its own task.
+struct Child {
+    engine: Arc<Engine>,
+    live: Arc<LiveManager>,
+    step: u32,
+    index: u32,
+    token: CancellationToken,
+}
+
+impl Child {
+    /// Waits for a worker slot, runs, and records the outcome after the child's events;
+    /// reports to the step on `tx`.
+    async fn run(self, plan: Arc<StepPlan>, item: String, tx: mpsc::UnboundedSender<ChildMsg>) {
+        let Child { engine, live, step, index, token } = self;
+        let path = JobPath::child(live.num, step, index);
+        let sink = Sink { store: engine.store.clone(), path, originator: Originator::Worker };
+        let created = now_ms();
+        let permit = tokio::select! {
+            p = engine.pool.clone().acquire_owned() => Some(p.expect("pool never closes")),
+            _ = token.cancelled() => None,
+        };
+        let mut rec = ChildRecord {
+            path,
+            name: item.clone(),
+            status: JobStatus::Running,
+            created_ms: created,
+            started_ms: Some(now_ms()),
+            finished_ms: None,
+            error: None,
+        };
+        let mut started = false;
+        let outcome = match permit {
+            Some(permit) if !token.is_cancelled() => {
+                started = true;
+                let _ = tx.send(ChildMsg::Started);
+                let _ = engine.store.put_children(vec![rec.clone()]).await;
+                let o = run_unit(&engine, &plan, Some((index, &item)), &sink, &token).await;
+                drop(permit);
+                o
+            }
+            _ => {
+                rec.started_ms = None;
+                Err(Failure::Cancelled)
+            }
+        };
+        live.child_tokens.lock().expect("tokens").remove(&path);
+        if live.stop_reason() == Some(StopReason::Shutdown) {
+            // Left as it is in the store; it runs again at the next start.
+            let _ = tx.send(ChildMsg::Interrupted(started));
+            return;
+        }
+        let (status, error) = match outcome {
+            Ok(()) => (JobStatus::Completed, None),
+            Err(Failure::Cancelled) => (JobStatus::Cancelled, Some("cancelled".to_string())),
+            Err(Failure::Failed(e)) => (JobStatus::Failed, Some(e)),
+        };
+        rec.status = status;
+        rec.error = error;
+        rec.finished_ms = Some(now_ms());
+        // Queued after the child's events: never readable as finished before them.
+        let _ = engine.store.put_children(vec![rec]).await;
+        let _ = tx.send(ChildMsg::Done(status, started));
+    }
 }
 
 fn report_progress(engine: &Engine, step: JobPath, counts: ChildCounts) {
