@@ -255,6 +255,22 @@ impl StepType {
     }
 }
 
+/// A step's `type` as written in a definition: one of the [`StepType`]s, or a name this
+/// daemon does not know. The unknown name is kept (rather than failing the whole decode)
+/// so that the definition is still listed by its id and its error names `steps[i].type`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum StepTypeName {
+    Known(StepType),
+    Unknown(String),
+}
+
+impl From<StepType> for StepTypeName {
+    fn from(t: StepType) -> Self {
+        Self::Known(t)
+    }
+}
+
 /// What a step does when it fails.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -273,11 +289,11 @@ pub enum OnError {
 pub struct StepDefinition {
     #[cfg_attr(feature = "openapi", schema(min_length = 1))]
     pub name: String,
-    /// `command`, `http_fetch` or `emit` (kept as text so that an unknown type is reported
-    /// with the step's path, and the definition still listed).
+    /// `command`, `http_fetch` or `emit` (an unknown name is reported with the step's
+    /// path, and the definition still listed).
     #[serde(rename = "type")]
     #[cfg_attr(feature = "openapi", schema(value_type = StepType))]
-    pub step_type: String,
+    pub step_type: StepTypeName,
     #[serde(default)]
     pub description: String,
     #[serde(default)]

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-use quaero_shared::{JobDefinition, Level, StepDefinition, StepType};
+use quaero_shared::{JobDefinition, Level, StepDefinition, StepType, StepTypeName};
 use serde::Deserialize;
 
 /// Caps that keep one definition from exhausting the daemon.
@@ -155,8 +155,14 @@ pub fn validate(def: &JobDefinition) -> Result<Plan, String> {
 }
 
 fn validate_step(at: &str, s: &StepDefinition) -> Result<StepPlan, String> {
-    match s.step_type.as_str() {
-        "command" => {
+    let kind = match &s.step_type {
+        StepTypeName::Known(t) => *t,
+        StepTypeName::Unknown(other) => {
+            return Err(format!("{at}.type: unknown step type {other:?} (expected command, http_fetch or emit)"));
+        }
+    };
+    match kind {
+        StepType::Command => {
             let c: CommandSpec = step_config(at, &s.config)?;
             match (&c.run, &c.argv) {
                 (Some(_), Some(_)) => return Err(format!("{at}.config: give run or argv, not both")),
@@ -176,7 +182,7 @@ fn validate_step(at: &str, s: &StepDefinition) -> Result<StepPlan, String> {
             }
             Ok(StepPlan::Command(c))
         }
-        "http_fetch" => {
+        StepType::HttpFetch => {
             let mut h: HttpSpec = step_config(at, &s.config)?;
             if h.urls.is_empty() || h.urls.len() as u64 > MAX_CHILDREN {
                 return Err(format!("{at}.config.urls: 1 to {MAX_CHILDREN} URLs"));
@@ -193,7 +199,7 @@ fn validate_step(at: &str, s: &StepDefinition) -> Result<StepPlan, String> {
             };
             Ok(StepPlan::HttpFetch(h))
         }
-        "emit" => {
+        StepType::Emit => {
             let e: EmitSpec = step_config(at, &s.config)?;
             if e.count > MAX_EMIT_COUNT {
                 return Err(format!("{at}.config.count: at most {MAX_EMIT_COUNT}"));
@@ -206,7 +212,6 @@ fn validate_step(at: &str, s: &StepDefinition) -> Result<StepPlan, String> {
             }
             Ok(StepPlan::Emit(e))
         }
-        other => Err(format!("{at}.type: unknown step type {other:?} (expected command, http_fetch or emit)")),
     }
 }
 

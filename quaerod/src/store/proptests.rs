@@ -353,7 +353,7 @@ fn manager_record(num: u64, steps: u32) -> ManagerRecord {
                 .into_iter()
                 .map(|name| StepDefinition {
                     name,
-                    step_type: "emit".into(),
+                    step_type: StepType::Emit.into(),
                     description: String::new(),
                     on_error: OnError::Fail,
                     config: serde_json::json!({}),
