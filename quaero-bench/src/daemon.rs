@@ -49,7 +49,8 @@ pub fn quaerod_bin() -> Result<PathBuf> {
 }
 
 /// Starts `bin` with `args` (beyond port, data and definitions dirs) and waits for the line
-/// that names its address.
+/// that names its address. Blocking, deliberately: the bench starts and stops its daemons
+/// between measurements, when nothing else runs.
 pub fn start(bin: &Path, args: &[&str]) -> Result<Daemon> {
     Ok(Daemon::builder().bin(bin).args(args.iter().copied()).try_start()?)
 }
@@ -59,7 +60,7 @@ pub fn start(bin: &Path, args: &[&str]) -> Result<Daemon> {
 pub fn stop(mut d: Daemon) -> Result<()> {
     let status = d.try_stop(Duration::from_secs(15))?;
     if !status.success() {
-        bail!("quaerod exited with {status} after SIGTERM; output:\n{}", d.output_text());
+        bail!("quaerod exited with {status} after SIGTERM; output:\n{}", d.output_tail(50));
     }
     Ok(())
 }

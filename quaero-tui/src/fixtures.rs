@@ -21,6 +21,8 @@ pub fn manager(n: u64, name: &str, status: JobStatus) -> Job {
         error: None,
         child_counts: ChildCounts::default(),
         steps: None,
+        params: Default::default(),
+        scheduled_at: None,
     }
 }
 

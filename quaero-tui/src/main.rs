@@ -4,7 +4,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::{ArgAction, CommandFactory, Parser, ValueEnum};
-use quaero_shared::{DEFAULT_PORT, Level};
+use quaero_shared::{DEFAULT_PORT, ExecuteRequest, Level, ParamValue};
 use quaero_tui::client::Client;
 use quaero_tui::tail::{self, Exit, TailOptions, Target};
 
@@ -29,6 +29,12 @@ struct Args {
     /// Execute a definition, print the new manager id to stderr, and tail it.
     #[arg(long, value_name = "DEFINITION")]
     run: Option<String>,
+    /// With --run: a value for one of the definition's parameters (repeat for more).
+    #[arg(long = "param", value_name = "NAME=VALUE", requires = "run", value_parser = parse_param)]
+    params: Vec<(String, String)>,
+    /// With --run: start the run after this long (e.g. 10m); the tail waits for it.
+    #[arg(long, value_name = "DUR", requires = "run")]
+    delay: Option<String>,
     /// Start from the last N events (max 5000) instead of the first.
     #[arg(long, value_name = "N")]
     tail: Option<u32>,
@@ -54,6 +60,13 @@ struct Args {
 
 fn parse_level(s: &str) -> Result<Level, String> {
     s.parse()
+}
+
+fn parse_param(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("{s:?} is not NAME=VALUE")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -96,8 +109,14 @@ fn main() -> ExitCode {
     };
     match target {
         Some(target) => {
+            let execute = ExecuteRequest {
+                params: args.params.iter().map(|(k, v)| (k.clone(), ParamValue::Text(v.clone()))).collect(),
+                delay: args.delay.clone(),
+                run_at: None,
+            };
             let opts = TailOptions {
                 target,
+                execute,
                 tail: args.tail,
                 follow: !args.no_follow,
                 level: args.level,

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use quaero_shared::{Event, JobStatus, Level, Order, ServerMessage, sanitize_terminal};
+use quaero_shared::{Event, ExecuteRequest, JobStatus, Level, Order, ServerMessage, sanitize_terminal};
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
@@ -35,6 +35,8 @@ pub enum Target {
 #[derive(Debug, Clone)]
 pub struct TailOptions {
     pub target: Target,
+    /// For [`Target::Run`]: the parameters and start time of the run.
+    pub execute: ExecuteRequest,
     /// Start from the last N events instead of the first.
     pub tail: Option<u32>,
     pub follow: bool,
@@ -93,6 +95,12 @@ pub async fn run(client: Client, opts: TailOptions, out: impl Write) -> Exit {
             );
             Exit::Unreachable
         }
+        // The server broke the `after` contract (a repeated or reordered event): not the
+        // user's mistake, so not a usage error.
+        Err(TailError::Api(e @ ApiError::Decode(_))) => {
+            eprintln!("quaero-tui: {}", sanitize_terminal(&e.to_string()));
+            Exit::Failed
+        }
         Err(TailError::Api(e)) => {
             eprintln!("quaero-tui: {}", sanitize_terminal(&e.to_string()));
             Exit::Usage
@@ -108,7 +116,7 @@ async fn tail(client: &Client, opts: &TailOptions, mut out: impl Write) -> Resul
     let id = match &opts.target {
         Target::Job(id) => id.clone(),
         Target::Run(def) => {
-            let resp = retry(|| client.execute(def)).await?;
+            let resp = retry(|| client.execute_with(def, &opts.execute)).await?;
             eprintln!("{}", sanitize_terminal(&resp.job_id));
             resp.job_id
         }

@@ -100,7 +100,9 @@ async fn serve(engine: Arc<Engine>, listener: TcpListener, shutdown: impl Future
         tokio::spawn(retention_task(engine.clone(), retention, stop.clone()));
     }
 
-    let host_check = host_guard(engine.config().host, token.is_some());
+    // The guard follows the address actually served, not the configured one.
+    let bound = listener.local_addr().map(|a| a.ip()).unwrap_or(engine.config().host);
+    let host_check = host_guard(bound, token.is_some());
     let routes = routes(engine.clone())
         .recover(crate::api::recover)
         .with(warp::log::custom(|info| {

@@ -80,11 +80,64 @@ pub fn clock(ms: i64) -> String {
     Stamp::new(ms).clock().to_string()
 }
 
+/// Milliseconds since the epoch of an RFC 3339 time: `2026-12-01T08:00:00Z`, with a
+/// fraction of a second or an offset (`+01:00`) if wanted; `None` if it is not one.
+pub fn parse_rfc3339_ms(s: &str) -> Option<i64> {
+    // humantime reads the UTC form; an offset is taken off here and applied after.
+    let (local, offset_min) = if let Some(rest) = s.strip_suffix(['Z', 'z']) {
+        (rest, 0)
+    } else {
+        let cut = s.len().checked_sub(6)?;
+        let (local, off) = (s.get(..cut)?, s.get(cut..)?);
+        let b = off.as_bytes();
+        let sign = match b[0] {
+            b'+' => 1,
+            b'-' => -1,
+            _ => return None,
+        };
+        if b[3] != b':' {
+            return None;
+        }
+        let h: i64 = off.get(1..3)?.parse().ok()?;
+        let m: i64 = off.get(4..6)?.parse().ok()?;
+        if h > 23 || m > 59 {
+            return None;
+        }
+        (local, sign * (h * 60 + m))
+    };
+    if local.len() < 19 || !local.is_char_boundary(10) || !matches!(local.as_bytes()[10], b'T' | b't') {
+        return None;
+    }
+    let utc = humantime::parse_rfc3339(&format!("{}T{}Z", &local[..10], &local[11..])).ok()?;
+    let ms = utc.duration_since(UNIX_EPOCH).ok()?.as_millis() as i64;
+    Some(ms - offset_min * 60_000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::time::Duration;
+
+    #[test]
+    fn rfc3339_times_with_offsets_parse() {
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:01Z"), Some(1000));
+        assert_eq!(parse_rfc3339_ms("1970-01-01T01:00:01.5+01:00"), Some(1500));
+        assert_eq!(parse_rfc3339_ms("1970-01-01T00:00:00-01:00"), Some(3_600_000));
+        assert_eq!(parse_rfc3339_ms(&rfc3339(1_796_000_000_123)), Some(1_796_000_000_123));
+        for bad in [
+            "",
+            "tomorrow",
+            "2026-12-01",
+            "2026-12-01T08:00:00",
+            "2026-12-01T08:00:00+1:00",
+            "2026-13-01T08:00:00Z",
+            "2026-12-01T08:00:00+24:00",
+            "é026-12-01T08:00:00Z",
+        ] {
+            assert_eq!(parse_rfc3339_ms(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn formats_agree() {

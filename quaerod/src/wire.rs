@@ -224,6 +224,8 @@ mod tests {
                 })
                 .collect(),
             definition: def,
+            params: Default::default(),
+            scheduled_ms: None,
         }
     }
 

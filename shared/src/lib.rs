@@ -7,6 +7,7 @@
 //! With the `client` feature, [`client`] is the one client of the daemon (REST, the `after`
 //! follower, the WebSocket link, the refetch throttle).
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 
@@ -233,6 +234,12 @@ pub struct Job {
     /// Managers only: their steps, in order.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub steps: Option<Vec<StepSummary>>,
+    /// Managers only: the parameters this run was given (defaults included).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
+    /// Managers only: a delayed run's start time; it stays `pending` until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_at: Option<String>,
 }
 
 /// Step types of a definition.
@@ -323,6 +330,80 @@ pub struct JobDefinition {
     #[serde(default)]
     #[cfg_attr(feature = "openapi", schema(min_items = 1, max_items = 100))]
     pub steps: Vec<StepDefinition>,
+    /// The parameters a run takes, by name: `{params.NAME}` in a step's text values is
+    /// replaced by the run's value (docs/jobs.md).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, ParamSpec>,
+}
+
+/// A parameter of a definition: its default (`env = "staging"`), or a table that may
+/// leave the default out, making the parameter required (`host = { description = "…" }`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum ParamSpec {
+    Default(ParamValue),
+    Declared(ParamDecl),
+}
+
+impl ParamSpec {
+    /// The default as text, if there is one.
+    pub fn default_text(&self) -> Option<String> {
+        match self {
+            Self::Default(v) => Some(v.to_text()),
+            Self::Declared(d) => d.default.as_ref().map(ParamValue::to_text),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ParamDecl {
+    /// None: every run must give a value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default: Option<ParamValue>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+/// A parameter's value: text, a number or a boolean (all are substituted as text).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum ParamValue {
+    Text(String),
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+}
+
+impl ParamValue {
+    pub fn to_text(&self) -> String {
+        match self {
+            Self::Text(s) => s.clone(),
+            Self::Bool(b) => b.to_string(),
+            Self::Int(n) => n.to_string(),
+            Self::Float(f) => f.to_string(),
+        }
+    }
+}
+
+/// The body of `POST /api/job-definitions/{id}/execute` (all of it optional: `{}` or no
+/// body runs the definition now with its defaults).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct ExecuteRequest {
+    /// Values for the definition's parameters, by name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, ParamValue>,
+    /// Start at this time (RFC 3339); a time in the past starts at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_at: Option<String>,
+    /// Start after this long (`"10m"`, `"90s"`); not together with `run_at`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delay: Option<String>,
 }
 
 /// One entry of `GET /api/job-definitions`.
@@ -340,6 +421,9 @@ pub struct DefinitionInfo {
     pub source: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<String>,
+    /// The parameters a run takes (see `JobDefinition::params`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, ParamSpec>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

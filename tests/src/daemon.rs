@@ -150,8 +150,8 @@ impl Daemon {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         // What the daemon does is set here, not by the environment the tests run in.
-        for (k, _) in std::env::vars() {
-            if k.starts_with("QUAERO_") {
+        for (k, _) in std::env::vars_os() {
+            if k.to_string_lossy().starts_with("QUAERO_") {
                 cmd.env_remove(k);
             }
         }
@@ -190,7 +190,12 @@ impl Daemon {
                     // mentions where it listens (`--host 0.0.0.0` without a token).
                     if let Some(rest) = line.split("listening on ").nth(1).filter(|r| r.starts_with("http")) {
                         let url = rest.split_whitespace().next().unwrap_or_default().to_string();
-                        self.port = url.rsplit(':').next().and_then(|p| p.parse().ok()).unwrap_or(0);
+                        let Some(port) = url.rsplit(':').next().and_then(|p| p.parse().ok()) else {
+                            let _ = child.kill();
+                            let _ = child.wait();
+                            return Err(err(format!("no port in the start line {line:?}")));
+                        };
+                        self.port = port;
                         self.base = url;
                         break;
                     }
@@ -211,7 +216,7 @@ impl Daemon {
     }
 
     pub fn ws_url(&self) -> String {
-        format!("ws://127.0.0.1:{}/ws", self.port)
+        format!("{}/ws", self.base.replacen("http://", "ws://", 1))
     }
 
     pub fn pid(&self) -> u32 {
@@ -248,7 +253,11 @@ impl Daemon {
                     let _ = c.wait();
                     return Err(err(format!("quaerod did not exit within {within:?} of SIGTERM")));
                 }
-                Err(e) => return Err(err(e.to_string())),
+                Err(e) => {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    return Err(err(e.to_string()));
+                }
             }
         }
     }
@@ -273,6 +282,12 @@ impl Daemon {
     /// What the daemon printed (stdout and stderr, the newest lines).
     pub fn output_text(&self) -> String {
         self.output.lock().unwrap().iter().map(String::as_str).collect::<Vec<_>>().join("\n")
+    }
+
+    /// The last `n` lines the daemon printed, for error messages.
+    pub fn output_tail(&self, n: usize) -> String {
+        let out = self.output.lock().unwrap();
+        out.iter().skip(out.len().saturating_sub(n)).map(String::as_str).collect::<Vec<_>>().join("\n")
     }
 
     /// CPU seconds (user + system) the daemon has used so far.

@@ -270,6 +270,49 @@ pub fn json_content_type() -> impl Filter<Extract = (), Error = Rejection> + Clo
 /// and hyper then closes the keep-alive connection without a `Connection: close`, so a
 /// pooled client's next request on it fails.
 pub fn object_body() -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    whole_body()
+        .and_then(|bytes: Vec<u8>| async move {
+            if bytes.is_empty() {
+                return Ok(());
+            }
+            match serde_json::from_slice::<serde_json::Value>(&bytes) {
+                Ok(serde_json::Value::Object(_)) => Ok(()),
+                Ok(_) => Err(ApiError::bad_request("body: must be a JSON object, such as {}")),
+                Err(e) => Err(ApiError::bad_request(format!("body: not JSON: {e}"))),
+            }
+        })
+        .untuple_one()
+}
+
+/// A mutation's body decoded as `T`; empty is `T::default()`. A bad field is a 400
+/// naming it (`params.env: …`). Read whole, as [`object_body`] says why.
+pub fn typed_body<T>() -> impl Filter<Extract = (T,), Error = Rejection> + Clone
+where
+    T: serde::de::DeserializeOwned + Default + Send,
+{
+    whole_body().and_then(|bytes: Vec<u8>| async move {
+        if bytes.is_empty() {
+            return Ok(T::default());
+        }
+        let mut de = serde_json::Deserializer::from_slice(&bytes);
+        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let inner = e.inner().to_string();
+            // serde's words for a value of none of a parameter's types.
+            let inner = if inner.contains("untagged enum ParamValue") {
+                "must be text, a number or true/false".to_string()
+            } else {
+                inner
+            };
+            match e.path().to_string().as_str() {
+                "." => ApiError::bad_request(format!("body: {inner}")),
+                path => ApiError::bad_request(format!("{path}: {inner}")),
+            }
+        })
+    })
+}
+
+/// The body, read whole (at most [`MAX_BODY`]).
+fn whole_body() -> impl Filter<Extract = (Vec<u8>,), Error = Rejection> + Clone {
     warp::header::optional::<u64>("content-length")
         .and_then(|len: Option<u64>| async move {
             match len {
@@ -279,16 +322,15 @@ pub fn object_body() -> impl Filter<Extract = (), Error = Rejection> + Clone {
         })
         .untuple_one()
         .and(warp::body::stream())
-        .and_then(read_object)
-        .untuple_one()
+        .and_then(read_whole)
 }
 
-async fn read_object<B: bytes::Buf>(
+async fn read_whole<B: bytes::Buf>(
     body: impl futures_util::Stream<Item = Result<B, warp::Error>>,
-) -> Result<(), Rejection> {
+) -> Result<Vec<u8>, Rejection> {
+    use bytes::BufMut;
     use futures_util::StreamExt;
     let mut body = std::pin::pin!(body);
-    use bytes::BufMut;
     let mut bytes = Vec::new();
     while let Some(chunk) = body.next().await {
         let chunk = chunk.map_err(|e| ApiError::bad_request(format!("reading the body: {e}")))?;
@@ -297,14 +339,7 @@ async fn read_object<B: bytes::Buf>(
         }
         bytes.put(chunk);
     }
-    if bytes.is_empty() {
-        return Ok(());
-    }
-    match serde_json::from_slice::<serde_json::Value>(&bytes) {
-        Ok(serde_json::Value::Object(_)) => Ok(()),
-        Ok(_) => Err(ApiError::bad_request("body: must be a JSON object, such as {}")),
-        Err(e) => Err(ApiError::bad_request(format!("body: not JSON: {e}"))),
-    }
+    Ok(bytes)
 }
 
 fn too_large() -> Rejection {
@@ -406,7 +441,13 @@ fn delete_definition(c: &Ctx) -> BoxedFilter<(warp::reply::Response,)> {
 
 /// POST /api/job-definitions/{definition_id}/execute
 fn execute(c: &Ctx) -> BoxedFilter<(warp::reply::Response,)> {
-    endpoint1::<handlers::__path_execute>().and(c.mutation()).and_then(handlers::execute).boxed()
+    endpoint1::<handlers::__path_execute>()
+        .and(auth(c.token.clone()))
+        .and(json_content_type())
+        .and(typed_body::<quaero_shared::ExecuteRequest>())
+        .and(with_engine(c.engine.clone()))
+        .and_then(handlers::execute)
+        .boxed()
 }
 
 /// GET /metrics

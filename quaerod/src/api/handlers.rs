@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use quaero_shared::{
-    CancelResponse, DefinitionDeleted, DefinitionInfo, DefinitionsList, DeleteResponse, ErrorBody, ExecuteResponse,
-    Health, Job, JobDefinition, JobStatus, JobsList, Level, LogsResponse, Order, RerunResponse, Stats,
+    CancelResponse, DefinitionDeleted, DefinitionInfo, DefinitionsList, DeleteResponse, ErrorBody, ExecuteRequest,
+    ExecuteResponse, Health, Job, JobDefinition, JobStatus, JobsList, Level, LogsResponse, Order, RerunResponse, Stats,
 };
 use warp::Rejection;
 use warp::http::StatusCode;
@@ -203,14 +203,15 @@ pub async fn delete_definition(id: String, eng: Arc<Engine>) -> Reply {
     Ok(json(StatusCode::OK, &DefinitionDeleted { id, deleted: true }))
 }
 
-/// Runs a definition; the new manager's id comes back at once.
+/// Runs a definition, now or later, with parameters; the new manager's id comes back at
+/// once (a delayed run is `pending` with `scheduled_at` until its time).
 #[utoipa::path(post, path = "/api/job-definitions/{definition_id}/execute", tag = "definitions", security(("bearer" = []), ()),
-    params(("definition_id" = String, Path, pattern = r"^[a-z0-9_-]{1,64}$")), request_body(content = Object, description = "`{}` or nothing", content_type = "application/json"),
-    responses((status = 202, body = ExecuteResponse), (status = 400, description = "the definition is invalid", body = ErrorBody),
+    params(("definition_id" = String, Path, pattern = r"^[a-z0-9_-]{1,64}$")), request_body(content = ExecuteRequest, description = "all optional: `{}` or nothing runs it now with its defaults", content_type = "application/json"),
+    responses((status = 202, body = ExecuteResponse), (status = 400, description = "the definition is invalid, or a parameter, `run_at` or `delay` is (naming it)", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 415, body = ErrorBody), (status = 503, description = "shutting down", body = ErrorBody)))]
-pub async fn execute(id: String, eng: Arc<Engine>) -> Reply {
-    let job_id = eng.execute(&id).await.map_err(reject)?;
+pub async fn execute(id: String, req: ExecuteRequest, eng: Arc<Engine>) -> Reply {
+    let job_id = eng.execute(&id, req).await.map_err(reject)?;
     Ok(json(StatusCode::ACCEPTED, &ExecuteResponse { job_id }))
 }
 

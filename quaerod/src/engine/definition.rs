@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 use std::time::Duration;
 
-use quaero_shared::{JobDefinition, Level, StepDefinition, StepType, StepTypeName};
+use quaero_shared::{JobDefinition, Level, ParamValue, StepDefinition, StepType, StepTypeName};
 use serde::Deserialize;
 
 /// Caps that keep one definition from exhausting the daemon.
@@ -118,8 +118,113 @@ fn step_config<T: for<'de> Deserialize<'de>>(at: &str, v: &serde_json::Value) ->
     })
 }
 
-/// Validates a definition; errors name the field (`steps[1].config.count: …`).
+/// A run's parameter values, by name.
+pub type Params = BTreeMap<String, String>;
+
+/// Most parameters a definition declares.
+pub const MAX_PARAMS: usize = 64;
+
+/// The values a run gets: `given` over the definition's defaults. A name the definition
+/// does not declare, or a declared one with no default and no value, is an error naming it.
+pub fn resolve_params(def: &JobDefinition, given: &BTreeMap<String, ParamValue>) -> Result<Params, String> {
+    if let Some(name) = given.keys().find(|n| !def.params.contains_key(*n)) {
+        let declared: Vec<&str> = def.params.keys().map(String::as_str).collect();
+        return Err(if declared.is_empty() {
+            format!("params.{name}: {:?} takes no parameters", def.id)
+        } else {
+            format!("params.{name}: no such parameter (this definition takes: {})", declared.join(", "))
+        });
+    }
+    let mut out = Params::new();
+    for (name, spec) in &def.params {
+        let value = match given.get(name) {
+            Some(v) => v.to_text(),
+            None => spec.default_text().ok_or_else(|| format!("params.{name}: required (it has no default)"))?,
+        };
+        if value.len() > 64 * 1024 {
+            return Err(format!("params.{name}: longer than 64 KiB"));
+        }
+        out.insert(name.clone(), value);
+    }
+    Ok(out)
+}
+
+/// The definition as a run with `params` executes it: `{params.NAME}` replaced in every
+/// text value of every step's `config`, then validated. An unknown name is an error naming
+/// where it is written.
+pub fn plan_with(def: &JobDefinition, params: &Params) -> Result<Plan, String> {
+    let mut def = def.clone();
+    for (i, s) in def.steps.iter_mut().enumerate() {
+        substitute_value(&mut s.config, &format!("steps[{i}].config"), params)?;
+    }
+    validate_resolved(&def)
+}
+
+/// Replaces `{params.NAME}` in the text values (never the keys) under `v`.
+fn substitute_value(v: &mut serde_json::Value, at: &str, params: &Params) -> Result<(), String> {
+    match v {
+        serde_json::Value::String(s) if s.contains("{params.") => {
+            *s = substitute(s, params).map_err(|name| {
+                let known: Vec<&str> = params.keys().map(String::as_str).collect();
+                format!(
+                    "{at}: {{params.{name}}} names no parameter of this definition (it has: {})",
+                    if known.is_empty() { "none".to_string() } else { known.join(", ") }
+                )
+            })?;
+        }
+        serde_json::Value::Array(items) => {
+            for (j, item) in items.iter_mut().enumerate() {
+                substitute_value(item, &format!("{at}[{j}]"), params)?;
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (k, item) in map.iter_mut() {
+                substitute_value(item, &format!("{at}.{k}"), params)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// `text` with each `{params.NAME}` replaced; `Err(NAME)` for a name not in `params`.
+fn substitute(text: &str, params: &Params) -> Result<String, String> {
+    const OPEN: &str = "{params.";
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(start) = rest.find(OPEN) {
+        let after = &rest[start + OPEN.len()..];
+        let Some(end) = after.find('}') else { break };
+        let name = &after[..end];
+        let value = params.get(name).ok_or_else(|| name.to_string())?;
+        out.push_str(&rest[..start]);
+        out.push_str(value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Validates a definition as it is listed: parameters take their defaults, and a required
+/// one a stand-in value, so that `{params.NAME}` is checked wherever it is written. A run
+/// is validated again with its own values ([`plan_with`]).
 pub fn validate(def: &JobDefinition) -> Result<Plan, String> {
+    if def.params.len() > MAX_PARAMS {
+        return Err(format!("params: at most {MAX_PARAMS} parameters"));
+    }
+    for name in def.params.keys() {
+        if name.is_empty() || name.len() > 64 || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            return Err(format!("params.{name}: a name is 1 to 64 of a-z, A-Z, 0-9 and _"));
+        }
+    }
+    let sample: Params =
+        def.params.iter().map(|(n, spec)| (n.clone(), spec.default_text().unwrap_or_else(|| "x".into()))).collect();
+    plan_with(def, &sample)
+}
+
+/// Validates a definition whose parameters are already substituted; errors name the field
+/// (`steps[1].config.count: …`).
+fn validate_resolved(def: &JobDefinition) -> Result<Plan, String> {
     valid_id(&def.id)?;
     if def.name.len() > 200 {
         return Err("name: longer than 200 characters".into());
@@ -286,6 +391,7 @@ pub fn load_dir(dir: &Path) -> Vec<Loaded> {
                     description: String::new(),
                     timeout: None,
                     steps: vec![],
+                    params: Default::default(),
                 },
                 plan: Err(e),
                 source,
@@ -388,5 +494,59 @@ mod tests {
             assert!(e.contains("more than one file") && e.contains("a.toml") && e.contains("b.toml"), "{e}");
         }
         assert_eq!(l[0].source.wire(), format!("file:{}", dir.path().join("a.toml").display()));
+    }
+
+    fn params_def() -> JobDefinition {
+        toml::from_str(
+            r#"
+id = "deploy"
+params = { env = "staging", retries = 3, target = { description = "host to deploy to" } }
+[[steps]]
+name = "push"
+type = "command"
+[steps.config]
+argv = ["deploy", "--env", "{params.env}", "--to", "{params.target}", "-n{params.retries}"]
+env = { TARGET = "{params.target}" }
+"#,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn params_take_defaults_and_given_values_and_name_what_is_wrong() {
+        let def = params_def();
+        assert!(validate(&def).is_ok(), "a required parameter does not make the definition invalid");
+        let given: BTreeMap<String, ParamValue> =
+            [("target".to_string(), ParamValue::Text("db1".into())), ("retries".into(), ParamValue::Int(5))].into();
+        let p = resolve_params(&def, &given).unwrap();
+        assert_eq!(p["env"], "staging");
+        assert_eq!(p["target"], "db1");
+        assert_eq!(p["retries"], "5");
+        let Plan { steps, .. } = plan_with(&def, &p).unwrap();
+        let StepPlan::Command(c) = &steps[0] else { panic!("command") };
+        assert_eq!(c.argv.as_deref().unwrap(), ["deploy", "--env", "staging", "--to", "db1", "-n5"]);
+        assert_eq!(c.env["TARGET"], "db1", "env values are substituted, keys are not");
+
+        let e = resolve_params(&def, &BTreeMap::new()).unwrap_err();
+        assert_eq!(e, "params.target: required (it has no default)");
+        let e = resolve_params(&def, &[("tagret".to_string(), ParamValue::Text("x".into()))].into()).unwrap_err();
+        assert!(e.starts_with("params.tagret: no such parameter") && e.contains("env, retries, target"), "{e}");
+    }
+
+    #[test]
+    fn an_unknown_placeholder_names_where_it_is_written() {
+        let e = def(
+            "id = \"x\"\nparams = { env = \"a\" }\n[[steps]]\nname = \"a\"\ntype = \"command\"\n[steps.config]\nargv = [\"echo\", \"{params.nope}\"]\n",
+        )
+        .unwrap_err();
+        assert!(e.starts_with("steps[0].config.argv[1]: {params.nope} names no parameter"), "{e}");
+        assert!(e.contains("(it has: env)"), "{e}");
+        assert_eq!(
+            substitute("a {params.x} b {params.x}{params.y", &[("x".into(), "1".into())].into()),
+            Ok("a 1 b 1{params.y".into())
+        );
+        let e = def("id = \"x\"\nparams = { \"bad name\" = \"a\" }\n[[steps]]\nname = \"a\"\ntype = \"emit\"\n")
+            .unwrap_err();
+        assert!(e.starts_with("params.bad name:"), "{e}");
     }
 }

@@ -17,7 +17,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use quaero_shared::{
-    ChildCounts, DefinitionInfo, Job, JobDefinition, JobKind, JobPath, JobStatus, JobStatusChange, StepSummary,
+    ChildCounts, DefinitionInfo, ExecuteRequest, Job, JobDefinition, JobKind, JobPath, JobStatus, JobStatusChange,
+    StepSummary,
 };
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -181,20 +182,30 @@ impl Engine {
         }
     }
 
-    /// Starts a run of a definition; returns the new manager's id.
-    pub async fn execute(self: &Arc<Self>, def_id: &str) -> Result<String> {
-        let (def, plan) = {
+    /// Starts a run of a definition, now or at the time `req` asks, with its parameters;
+    /// returns the new manager's id.
+    pub async fn execute(self: &Arc<Self>, def_id: &str, req: ExecuteRequest) -> Result<String> {
+        let def = {
             let defs = self.definitions.read().expect("definitions");
             let l = defs.get(def_id).ok_or_else(|| EngineError::NotFound(format!("no job definition {def_id:?}")))?;
-            match &l.plan {
-                Ok(p) => (l.def.clone(), p.clone()),
-                Err(e) => return Err(EngineError::Invalid(format!("definition {def_id:?} is invalid: {e}"))),
+            if let Err(e) = &l.plan {
+                return Err(EngineError::Invalid(format!("definition {def_id:?} is invalid: {e}")));
             }
+            l.def.clone()
         };
-        self.start(def, plan).await
+        let scheduled_ms = start_time(&req, now_ms()).map_err(EngineError::Invalid)?;
+        let params = definition::resolve_params(&def, &req.params).map_err(EngineError::Invalid)?;
+        let plan = definition::plan_with(&def, &params).map_err(EngineError::Invalid)?;
+        self.start(def, params, plan, scheduled_ms).await
     }
 
-    async fn start(self: &Arc<Self>, def: JobDefinition, plan: Plan) -> Result<String> {
+    async fn start(
+        self: &Arc<Self>,
+        def: JobDefinition,
+        params: definition::Params,
+        plan: Plan,
+        scheduled_ms: Option<i64>,
+    ) -> Result<String> {
         if self.shutting_down.is_cancelled() {
             return Err(EngineError::ShuttingDown);
         }
@@ -224,8 +235,15 @@ impl Engine {
                 })
                 .collect(),
             definition: def,
+            params,
+            scheduled_ms,
         };
         self.store.put_manager(rec.clone()).await?;
+        if let Some(at) = scheduled_ms {
+            let left = std::time::Duration::from_millis((at - now_ms()).max(0) as u64 / 1000 * 1000);
+            let msg = format!("scheduled: starts at {} (in {})", rfc3339(at), humantime::format_duration(left));
+            self.manager_event(JobPath::manager(num), quaero_shared::Level::Info, msg).await;
+        }
         let id = JobPath::manager(num).to_string();
         self.spawn_manager(rec, Arc::new(plan));
         Ok(id)
@@ -267,7 +285,7 @@ impl Engine {
             tracing::warn!(group, command = %cmdline, "killed a command an earlier daemon on this data directory left running");
         }
         for m in stale {
-            match definition::validate(&m.definition) {
+            match definition::plan_with(&m.definition, &m.params) {
                 Ok(plan) => {
                     let was = m.status;
                     let step = m.steps.iter().position(|s| !s.status.is_terminal());
@@ -498,8 +516,8 @@ impl Engine {
                 JobPath::manager(path.manager)
             )));
         }
-        let plan = definition::validate(&m.definition).map_err(EngineError::Invalid)?;
-        self.start(m.definition, plan).await
+        let plan = definition::plan_with(&m.definition, &m.params).map_err(EngineError::Invalid)?;
+        self.start(m.definition, m.params, plan, None).await
     }
 
     /// Stops taking work, interrupts running jobs (they stay running in the store and are
@@ -579,7 +597,36 @@ fn definition_info(l: &Loaded) -> DefinitionInfo {
         error: l.plan.as_ref().err().cloned(),
         source: l.source.wire(),
         timeout: l.def.timeout.clone(),
+        params: l.def.params.clone(),
     }
+}
+
+/// When a run asked for with `req` starts: `None` for now, else ms since the epoch. A
+/// time in the past starts at once.
+fn start_time(req: &ExecuteRequest, now: i64) -> std::result::Result<Option<i64>, String> {
+    /// The furthest a run can be put off.
+    const MAX_DELAY: std::time::Duration = std::time::Duration::from_secs(366 * 24 * 3600);
+    let at = match (&req.run_at, &req.delay) {
+        (Some(_), Some(_)) => return Err("run_at, delay: give one of them, not both".into()),
+        (None, None) => return Ok(None),
+        (None, Some(d)) => {
+            let d = humantime::parse_duration(d.trim())
+                .map_err(|e| format!("delay: {d:?} is not a duration like \"10m\" or \"90s\": {e}"))?;
+            if d > MAX_DELAY {
+                return Err(format!("delay: {} is more than a year", humantime::format_duration(d)));
+            }
+            now + d.as_millis() as i64
+        }
+        (Some(t), None) => {
+            let at = crate::time::parse_rfc3339_ms(t.trim())
+                .ok_or_else(|| format!("run_at: {t:?} is not an RFC 3339 time like \"2026-12-01T08:00:00Z\""))?;
+            if at - now > MAX_DELAY.as_millis() as i64 {
+                return Err(format!("run_at: {t:?} is more than a year away"));
+            }
+            at
+        }
+    };
+    Ok((at > now).then_some(at))
 }
 
 fn duration(start: Option<i64>, end: Option<i64>, running: bool) -> Option<u64> {
@@ -634,6 +681,8 @@ pub fn manager_job(m: &ManagerRecord) -> Job {
         error: m.error.clone(),
         child_counts: sum_counts(m),
         steps: Some((1..=m.steps.len() as u32).map(|i| step_summary(m, i)).collect()),
+        params: m.params.clone(),
+        scheduled_at: m.scheduled_ms.map(rfc3339),
     }
 }
 
@@ -654,6 +703,8 @@ pub fn step_job(m: &ManagerRecord, step: u32) -> Job {
         error: s.error.clone(),
         child_counts: s.child_counts,
         steps: None,
+        params: Default::default(),
+        scheduled_at: None,
     }
 }
 
@@ -673,5 +724,7 @@ pub fn child_job(m: &ManagerRecord, c: &ChildRecord) -> Job {
         error: c.error.clone(),
         child_counts: ChildCounts::default(),
         steps: None,
+        params: Default::default(),
+        scheduled_at: None,
     }
 }

@@ -63,14 +63,14 @@ impl Ctx {
         let _ = self.engine.store.put_manager(snap).await;
     }
 
-    /// A terminal transition: persisted and flushed (after every event queued before it)
-    /// before the live record, and so the API and the clients, show it.
     /// Sets a step's child counts in the live record and saves it.
     async fn set_child_counts(&self, i: u32, counts: ChildCounts) {
         self.live.record.lock().expect("record").steps[i as usize - 1].child_counts = counts;
         self.update(|_| {}).await;
     }
 
+    /// A terminal transition: persisted and flushed (after every event queued before it)
+    /// before the live record, and so the API and the clients, show it.
     async fn finish(&self, f: impl FnOnce(&mut crate::store::ManagerRecord)) {
         let mut snap = self.live.snapshot();
         f(&mut snap);
@@ -82,6 +82,13 @@ impl Ctx {
 
 pub(super) async fn run_manager(engine: Arc<Engine>, live: Arc<LiveManager>) {
     let ctx = Ctx { engine: engine.clone(), live: live.clone() };
+    if !wait_for_start(&ctx).await {
+        if live.stop_reason() != Some(StopReason::Shutdown) {
+            cancel_before_start(&ctx).await;
+        }
+        // At a shutdown it stays pending in the store and waits again at the next start.
+        return;
+    }
     let started = Instant::now();
     if let Some(t) = live.plan.timeout {
         let l = live.clone();
@@ -183,6 +190,49 @@ pub(super) async fn run_manager(engine: Arc<Engine>, live: Arc<LiveManager>) {
     }
     engine.status_change(&snap, 0);
     engine.aggregator.manager_finished(JobPath::manager(live.num));
+}
+
+/// A delayed run waits for its time (on tokio's clock, from the wall-clock time left, so a
+/// restart waits only for what is left). False when it was stopped while waiting.
+async fn wait_for_start(ctx: &Ctx) -> bool {
+    let (at, started) = {
+        let r = ctx.live.record.lock().expect("record");
+        (r.scheduled_ms, r.started_ms.is_some())
+    };
+    let Some(at) = at.filter(|_| !started) else { return true };
+    let left = at - now_ms();
+    if left <= 0 {
+        return true;
+    }
+    tokio::select! {
+        _ = ctx.live.cancel.cancelled() => false,
+        _ = tokio::time::sleep(Duration::from_millis(left as u64)) => true,
+    }
+}
+
+/// A delayed run cancelled before its time: it and its steps end cancelled, never started.
+async fn cancel_before_start(ctx: &Ctx) {
+    ctx.event(0, Level::Info, "job cancelled before its scheduled start".into()).await;
+    let mut steps = Vec::new();
+    ctx.finish(|r| {
+        let now = now_ms();
+        for (k, s) in r.steps.iter_mut().enumerate() {
+            s.status = JobStatus::Cancelled;
+            s.finished_ms = Some(now);
+            s.error = Some("not run: the job was cancelled before it started".into());
+            steps.push(k as u32 + 1);
+        }
+        r.status = JobStatus::Cancelled;
+        r.finished_ms = Some(now);
+    })
+    .await;
+    let snap = ctx.live.snapshot();
+    for k in steps {
+        ctx.engine.status_change(&snap, k);
+        ctx.engine.aggregator.step_finished(JobPath::step(ctx.live.num, k));
+    }
+    ctx.engine.status_change(&snap, 0);
+    ctx.engine.aggregator.manager_finished(JobPath::manager(ctx.live.num));
 }
 
 enum StepEnd {

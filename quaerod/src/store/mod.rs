@@ -56,6 +56,12 @@ pub struct ManagerRecord {
     pub steps: Vec<StepRecord>,
     /// The definition as it was when the run started, so a rerun repeats it exactly.
     pub definition: JobDefinition,
+    /// The parameter values of this run (a rerun keeps them).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub params: std::collections::BTreeMap<String, String>,
+    /// A delayed run: it stays pending until this time (ms since the epoch).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scheduled_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -359,7 +359,10 @@ fn manager_record(num: u64, steps: u32) -> ManagerRecord {
                     config: serde_json::json!({}),
                 })
                 .collect(),
+            params: Default::default(),
         },
+        params: Default::default(),
+        scheduled_ms: None,
     }
 }
 

@@ -63,15 +63,19 @@ impl Follower {
 
     /// Takes a page fetched with [`Self::query`] and moves the cursor past it.
     pub fn accept(&mut self, resp: LogsResponse) -> Result<Page, ApiError> {
+        // The whole page is checked before the cursor moves: after an error it still
+        // points past the last event handed out, so nothing is skipped.
+        let mut last = self.cursor;
         for e in &resp.logs {
-            if e.seq <= self.cursor {
+            if e.seq <= last {
                 return Err(ApiError::Decode(format!(
-                    "{}: event seq {} after seq {}: the server repeated or reordered events",
-                    self.scope, e.seq, self.cursor
+                    "{}: event seq {} after seq {last}: the server repeated or reordered events",
+                    self.scope, e.seq
                 )));
             }
-            self.cursor = e.seq;
+            last = e.seq;
         }
+        self.cursor = last;
         let more = !resp.logs.is_empty() && resp.logs.len() as u64 >= resp.limit.min(u64::from(self.page));
         Ok(Page { events: resp.logs, more })
     }
@@ -145,6 +149,7 @@ mod tests {
         let e = f.accept(resp(&[5], 10)).unwrap_err();
         assert!(e.to_string().contains("seq 5 after seq 5"), "{e}");
         let mut f = Follower::new("m1-s1", 0);
-        assert!(f.accept(resp(&[2, 1], 10)).is_err());
+        assert!(f.accept(resp(&[3, 4, 2], 10)).is_err());
+        assert_eq!(f.cursor(), 0, "a refused page moves nothing: 3 and 4 were not handed out");
     }
 }

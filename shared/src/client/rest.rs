@@ -9,8 +9,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::{
-    CancelResponse, DefinitionInfo, DefinitionsList, DeleteResponse, ErrorBody, ExecuteResponse, Job, JobStatus,
-    JobsList, Level, LogsResponse, Order, RerunResponse, Stats,
+    CancelResponse, DefinitionInfo, DefinitionsList, DeleteResponse, ErrorBody, ExecuteRequest, ExecuteResponse, Job,
+    JobStatus, JobsList, Level, LogsResponse, Order, RerunResponse, Stats,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -140,7 +140,7 @@ impl Client {
         self.token.as_deref()
     }
 
-    /// `ws://host:port/ws` for the `http://host:port` base (the only scheme `parse_server`
+    /// `ws://host:port/ws` for the `http://host:port` base (the only scheme `normalize_base`
     /// lets through).
     pub fn ws_url(&self) -> String {
         format!("ws://{}/ws", self.base.strip_prefix("http://").unwrap_or(&self.base))
@@ -260,9 +260,15 @@ impl Client {
         }
     }
 
+    /// Runs a definition now with its defaults.
     pub async fn execute(&self, definition_id: &str) -> Result<ExecuteResponse, ApiError> {
+        self.execute_with(definition_id, &ExecuteRequest::default()).await
+    }
+
+    /// Runs a definition with parameters, now or later (`run_at`, `delay`).
+    pub async fn execute_with(&self, definition_id: &str, req: &ExecuteRequest) -> Result<ExecuteResponse, ApiError> {
         let path = format!("/api/job-definitions/{}/execute", enc(definition_id));
-        self.send(self.post(&path)).await
+        self.send(self.request(Method::POST, &path).json(req)).await
     }
 
     pub async fn cancel(&self, id: &str) -> Result<CancelResponse, ApiError> {

@@ -412,8 +412,9 @@ impl Store for SledStore {
 
 impl Drop for SledStore {
     fn drop(&mut self) {
-        // The sender is dropped with Inner after this runs; join the writer so that its
-        // final flush has happened before the process exits.
+        // Close the writer's queue (swap our sender for one of a dead channel: the writer
+        // drains what is queued and stops), then join it, so that its final flush has
+        // happened before the process exits.
         let handle = self.writer.lock().ok().and_then(|mut h| h.take());
         let (tx, _) = mpsc::channel(1);
         let _ = std::mem::replace(&mut self.tx, tx);

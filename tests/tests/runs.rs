@@ -1,0 +1,183 @@
+//! End-to-end tests of how a run is asked for: parameters substituted into its steps, a
+//! start delayed to a time (kept across a restart, cancellable while it waits), and the
+//! errors that name what is wrong.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use quaero_tests::{Api, Daemon, bin_path, emit_definition};
+use serde_json::{Value, json};
+
+/// A command step that prints its parameters; `target` has no default.
+const DEPLOY: &str = r#"
+id = "deploy"
+params = { env = "staging", target = { description = "host to deploy to" } }
+[[steps]]
+name = "push"
+type = "command"
+[steps.config]
+run = "echo deploying env={params.env} target={params.target}"
+"#;
+
+fn messages(events: &[Value]) -> Vec<String> {
+    events.iter().map(|e| e["message"].as_str().unwrap_or_default().to_string()).collect()
+}
+
+#[tokio::test]
+async fn params_reach_the_steps_are_shown_and_kept_by_a_rerun() {
+    let d = Daemon::builder().definition("deploy.toml", DEPLOY).start();
+    let api = Api::new(&d);
+
+    let (s, def) = api.get("/api/job-definitions/deploy").await;
+    assert_eq!(s, 200);
+    assert_eq!(def["valid"], true, "a parameter without a default does not make it invalid: {def}");
+    assert_eq!(def["params"]["env"], "staging");
+    assert_eq!(def["params"]["target"]["description"], "host to deploy to");
+
+    let (s, b) = api.post("/api/job-definitions/deploy/execute", json!({"params": {"target": "db1"}})).await;
+    assert_eq!(s, 202, "{b}");
+    let m = b["job_id"].as_str().unwrap().to_string();
+    assert_eq!(api.wait_terminal(&m, 30).await, "completed");
+    let said = messages(&api.all_events(&m, 1000).await);
+    assert!(said.iter().any(|l| l == "deploying env=staging target=db1"), "{said:?}");
+    let (_, job) = api.get(&format!("/api/jobs/{m}")).await;
+    assert_eq!(job["params"], json!({"env": "staging", "target": "db1"}));
+
+    // A rerun repeats the run as it was asked for.
+    let (s, b) = api.post(&format!("/api/jobs/{m}/rerun"), json!({})).await;
+    assert_eq!(s, 201, "{b}");
+    let again = b["new_job_id"].as_str().unwrap().to_string();
+    assert_eq!(api.wait_terminal(&again, 30).await, "completed");
+    let (_, job) = api.get(&format!("/api/jobs/{again}")).await;
+    assert_eq!(job["params"], json!({"env": "staging", "target": "db1"}));
+    let said = messages(&api.all_events(&again, 1000).await);
+    assert!(said.iter().any(|l| l == "deploying env=staging target=db1"), "{said:?}");
+
+    // Numbers and booleans are values too, substituted as text.
+    let (s, b) = api.post("/api/job-definitions/deploy/execute", json!({"params": {"target": 7, "env": true}})).await;
+    assert_eq!(s, 202, "{b}");
+    let m = b["job_id"].as_str().unwrap().to_string();
+    assert_eq!(api.wait_terminal(&m, 30).await, "completed");
+    assert!(messages(&api.all_events(&m, 1000).await).contains(&"deploying env=true target=7".to_string()));
+}
+
+#[tokio::test]
+async fn a_bad_request_to_run_is_a_400_naming_what_is_wrong_and_starts_nothing() {
+    let d = Daemon::builder().definition("deploy.toml", DEPLOY).start();
+    let api = Api::new(&d);
+    let cases: Vec<(Value, &str)> = vec![
+        (json!({}), "params.target: required"),
+        (json!({"params": {"target": "a", "tagret": "b"}}), "params.tagret: no such parameter"),
+        (json!({"params": {"target": {"host": "a"}}}), "params.target: must be text, a number or true/false"),
+        (json!({"params": {"target": "a"}, "delay": "soon"}), "delay: \"soon\" is not a duration"),
+        (json!({"params": {"target": "a"}, "run_at": "tomorrow"}), "run_at: \"tomorrow\" is not an RFC 3339 time"),
+        (json!({"params": {"target": "a"}, "delay": "1m", "run_at": "2030-01-01T00:00:00Z"}), "run_at, delay"),
+        (json!({"params": {"target": "a"}, "delay": "400d"}), "delay:"),
+        (json!({"params": {"target": "a"}, "when": "now"}), "unknown field `when`"),
+        (json!({"params": ["target"]}), "params:"),
+    ];
+    for (body, says) in cases {
+        let (s, b) = api.post("/api/job-definitions/deploy/execute", body.clone()).await;
+        assert_eq!(s, 400, "{body} → {b}");
+        let error = b["error"].as_str().unwrap_or_default();
+        assert!(error.contains(says), "{body}: expected {says:?} in {error:?}");
+    }
+    let (_, stats) = api.get("/api/jobs/stats").await;
+    assert_eq!(stats["total_jobs"], 0, "nothing was started: {stats}");
+
+    // A definition that does not take parameters says so.
+    let (s, b) = api
+        .post(
+            "/api/job-definitions",
+            json!({"id": "plain", "steps": [{"name": "e", "type": "emit", "config": {"count": 1}}]}),
+        )
+        .await;
+    assert_eq!(s, 201, "{b}");
+    let (s, b) = api.post("/api/job-definitions/plain/execute", json!({"params": {"x": "1"}})).await;
+    assert_eq!(s, 400);
+    assert!(b["error"].as_str().unwrap().contains("takes no parameters"), "{b}");
+
+    // A placeholder that names no parameter makes the definition invalid, naming where.
+    let bad = json!({"id": "typo", "params": {"env": "a"},
+        "steps": [{"name": "c", "type": "command", "config": {"argv": ["echo", "{params.evn}"]}}]});
+    let (s, b) = api.post("/api/job-definitions", bad).await;
+    assert_eq!(s, 400);
+    assert!(b["error"].as_str().unwrap().starts_with("steps[0].config.argv[1]: {params.evn}"), "{b}");
+}
+
+#[tokio::test]
+async fn a_delayed_run_waits_pending_keeps_its_time_across_a_restart_and_can_be_cancelled() {
+    let mut d = Daemon::builder().definition("quick.toml", &emit_definition("quick", "count = 3")).start();
+    let api = Api::new(&d);
+
+    let asked = Instant::now();
+    let (s, b) = api.post("/api/job-definitions/quick/execute", json!({"delay": "3s"})).await;
+    assert_eq!(s, 202, "{b}");
+    let m = b["job_id"].as_str().unwrap().to_string();
+    let (_, job) = api.get(&format!("/api/jobs/{m}")).await;
+    assert_eq!(job["status"], "pending");
+    let scheduled = job["scheduled_at"].as_str().expect("scheduled_at").to_string();
+    let said = messages(&api.all_events(&m, 100).await);
+    assert!(said.iter().any(|l| l.starts_with(&format!("scheduled: starts at {scheduled}"))), "{said:?}");
+
+    // A crash while it waits: it still waits for the same time, then runs once.
+    d.kill9();
+    d.restart();
+    // A new client: the old one's pooled connections went with the killed process.
+    let api = Api::new(&d);
+    let (_, job) = api.get(&format!("/api/jobs/{m}")).await;
+    if asked.elapsed() < Duration::from_millis(2500) {
+        assert_eq!(job["status"], "pending", "{job}");
+    }
+    assert_eq!(job["scheduled_at"], scheduled.as_str());
+    assert_eq!(api.wait_terminal(&m, 30).await, "completed");
+    assert!(asked.elapsed() >= Duration::from_millis(2900), "started before its time: {:?}", asked.elapsed());
+    let (_, job) = api.get(&format!("/api/jobs/{m}")).await;
+    assert!(job["started_at"].as_str().unwrap() >= scheduled.as_str(), "{job}");
+    let said = messages(&api.all_events(&m, 100).await);
+    assert_eq!(said.iter().filter(|l| l.starts_with("job started")).count(), 1, "{said:?}");
+
+    // Cancelled while it waits: it never starts.
+    let (s, b) = api.post("/api/job-definitions/quick/execute", json!({"delay": "1h"})).await;
+    assert_eq!(s, 202, "{b}");
+    let later = b["job_id"].as_str().unwrap().to_string();
+    let (s, b) = api.post(&format!("/api/jobs/{later}/cancel"), json!({})).await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(api.wait_terminal(&later, 10).await, "cancelled");
+    let (_, job) = api.get(&format!("/api/jobs/{later}")).await;
+    assert!(job["started_at"].is_null(), "{job}");
+    assert_eq!(job["steps"][0]["status"], "cancelled");
+    let said = messages(&api.all_events(&later, 100).await);
+    assert!(said.contains(&"job cancelled before its scheduled start".to_string()), "{said:?}");
+    assert!(!said.iter().any(|l| l.starts_with("job started")), "{said:?}");
+
+    // A time already past starts at once.
+    let (s, b) = api.post("/api/job-definitions/quick/execute", json!({"run_at": "2020-01-01T00:00:00+01:00"})).await;
+    assert_eq!(s, 202, "{b}");
+    let past = b["job_id"].as_str().unwrap().to_string();
+    assert_eq!(api.wait_terminal(&past, 10).await, "completed");
+    assert!(api.get(&format!("/api/jobs/{past}")).await.1.get("scheduled_at").is_none());
+}
+
+#[test]
+fn the_tail_runs_a_definition_with_params() {
+    let d = Daemon::builder().definition("deploy.toml", DEPLOY).start();
+    let out = Command::new(bin_path("quaero-tui"))
+        .args(["--server", &d.base, "--run", "deploy", "--param", "target=db 2", "--param", "env=prod"])
+        .args(["--timestamps", "off"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the tail");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "stdout: {stdout}\nstderr: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("deploying env=prod target=db 2"), "{stdout}");
+
+    let out = Command::new(bin_path("quaero-tui"))
+        .args(["--server", &d.base, "--run", "deploy"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("run the tail");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "a missing parameter is a usage error: {stderr}");
+    assert!(stderr.contains("params.target: required"), "{stderr}");
+}
