@@ -400,6 +400,7 @@ pub struct ExecuteRequest {
     pub params: BTreeMap<String, ParamValue>,
     /// Start at this time (RFC 3339); a time in the past starts at once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
     pub run_at: Option<String>,
     /// Start after this long (`"10m"`, `"90s"`); not together with `run_at`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
