@@ -1027,6 +1027,12 @@
     return v;
   }
 
+  /** ` (attempt 2/3, waiting to retry)` for a step with a retry policy; '' otherwise. */
+  function attemptText(s) {
+    if (!s.attempt || !s.max_attempts) return '';
+    return ` (attempt ${s.attempt}/${s.max_attempts}${s.next_attempt_at ? ', waiting to retry' : ''})`;
+  }
+
   function updateStep(v, s, n) {
     v.item = s;
     const p = panel(s.id);
@@ -1034,7 +1040,7 @@
     v.icon.title = s.status;
     setAttr(v.el, 'data-status', s.status);
     v.el.className = `step st-${s.status}${p.open ? ' open' : ''}`;
-    setText(v.title, `Step ${s.index}/${n}: ${s.name}`);
+    setText(v.title, `Step ${s.index}/${n}: ${s.name}${attemptText(s)}`);
     setText(v.type, s.type);
     const cc = s.child_counts || { total: 0 };
     v.progress.hidden = !cc.total;

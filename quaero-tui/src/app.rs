@@ -30,7 +30,7 @@ pub enum Msg {
     Stats(Result<Stats, String>),
     Manager {
         id: String,
-        result: Result<Job, String>,
+        result: Result<Box<Job>, String>,
     },
     Logs {
         step_id: String,
@@ -190,9 +190,9 @@ impl App {
             Msg::Stats(Ok(s)) => self.stats = Some(s),
             Msg::Manager { id, result: Ok(job) } => {
                 if let Some(row) = self.managers.iter_mut().find(|m| m.id == id) {
-                    *row = Job { steps: None, ..job.clone() };
+                    *row = Job { steps: None, ..(*job).clone() };
                 }
-                self.details.insert(id, job);
+                self.details.insert(id, *job);
             }
             Msg::Manager { id, result: Err(e) } => {
                 self.status_line = Some(format!("{id}: {e}"));
@@ -617,7 +617,7 @@ mod tests {
         );
         let cmds = app.update(Msg::Key(KeyEvent::from(KeyCode::Enter)), t0);
         assert_eq!(cmds, vec![Cmd::LoadManager("m1".into())]);
-        let cmds = app.update(Msg::Manager { id: "m1".into(), result: Ok(nightly_detail()) }, t0);
+        let cmds = app.update(Msg::Manager { id: "m1".into(), result: Ok(Box::new(nightly_detail())) }, t0);
         // The running step opens by itself and loads on demand.
         assert_eq!(cmds, vec![Cmd::LoadLogs("m1-s2".into())]);
         app.update(

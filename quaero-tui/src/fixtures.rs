@@ -23,6 +23,9 @@ pub fn manager(n: u64, name: &str, status: JobStatus) -> Job {
         steps: None,
         params: Default::default(),
         scheduled_at: None,
+        attempt: None,
+        max_attempts: None,
+        next_attempt_at: None,
     }
 }
 
@@ -38,6 +41,9 @@ pub fn step(m: u64, i: u32, name: &str, status: JobStatus, children: (u64, u64))
         started_at: None,
         finished_at: None,
         error: None,
+        attempt: None,
+        max_attempts: None,
+        next_attempt_at: None,
     }
 }
 

@@ -44,7 +44,7 @@ async fn perform(client: Client, cmd: Cmd) -> Msg {
         }
         Cmd::LoadStats => Msg::Stats(client.stats().await.map_err(err)),
         Cmd::LoadManager(id) => {
-            let result = client.job(&id).await.map_err(err);
+            let result = client.job(&id).await.map(Box::new).map_err(err);
             Msg::Manager { id, result }
         }
         Cmd::LoadLogs(step_id) => {

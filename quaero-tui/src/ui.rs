@@ -235,7 +235,11 @@ impl App {
         let n = steps.len();
         let narrow = area.width < NARROW;
         let rows = steps.iter().map(|s| {
-            let name = format!("Step {}/{n}: {}", s.index, sanitize_terminal(&s.name));
+            let mut name = format!("Step {}/{n}: {}", s.index, sanitize_terminal(&s.name));
+            if let (Some(a), Some(max)) = (s.attempt, s.max_attempts) {
+                let waiting = if s.next_attempt_at.is_some() { ", waiting to retry" } else { "" };
+                name.push_str(&format!(" (attempt {a}/{max}{waiting})"));
+            }
             let status = Cell::from(Span::styled(s.status.as_str(), self.status_style(s.status)));
             let children = children_text(&s.child_counts);
             if narrow {
@@ -461,13 +465,13 @@ mod tests {
             offset: 0,
         };
         app.update(Msg::Managers(Ok(list)), t0);
-        app.update(Msg::Manager { id: "m1".into(), result: Ok(nightly_detail()) }, t0);
+        app.update(Msg::Manager { id: "m1".into(), result: Ok(Box::new(nightly_detail())) }, t0);
         (app, t0)
     }
 
     fn open_step(app: &mut App, t0: Instant, events: Vec<quaero_shared::Event>) {
         app.update(Msg::Key(KeyEvent::from(KeyCode::Enter)), t0);
-        app.update(Msg::Manager { id: "m1".into(), result: Ok(nightly_detail()) }, t0);
+        app.update(Msg::Manager { id: "m1".into(), result: Ok(Box::new(nightly_detail())) }, t0);
         app.update(Msg::Logs { step_id: "m1-s2".into(), result: Ok(logs("m1-s2", events)) }, t0);
     }
 
@@ -496,7 +500,7 @@ mod tests {
             step(3, 2, "test", JobStatus::Failed, (3, 8)),
             step(3, 3, "deploy", JobStatus::Cancelled, (0, 0)),
         ]);
-        app.update(Msg::Manager { id: "m3".into(), result: Ok(failed) }, t0);
+        app.update(Msg::Manager { id: "m3".into(), result: Ok(Box::new(failed)) }, t0);
         let s = screen(&draw(&app, 100, 12));
         let row = s.lines().find(|l| l.contains("m3 Deploy")).unwrap_or_else(|| panic!("{s}"));
         assert!(row.contains("46%"), "{row}");
@@ -507,10 +511,25 @@ mod tests {
             step(2, 1, "lint", JobStatus::Failed, (0, 0)),
             step(2, 2, "publish", JobStatus::Completed, (0, 0)),
         ]);
-        app.update(Msg::Manager { id: "m2".into(), result: Ok(done) }, t0);
+        app.update(Msg::Manager { id: "m2".into(), result: Ok(Box::new(done)) }, t0);
         let s = screen(&draw(&app, 100, 12));
         let row = s.lines().find(|l| l.contains("m2 Docs")).unwrap_or_else(|| panic!("{s}"));
         assert!(row.contains("2/2") && row.contains("100%"), "{row}");
+    }
+
+    #[test]
+    fn a_step_waiting_to_retry_shows_its_attempt() {
+        let (mut app, t0) = dashboard(true);
+        let mut detail = nightly_detail();
+        let steps = detail.steps.as_mut().unwrap();
+        steps[1].attempt = Some(2);
+        steps[1].max_attempts = Some(3);
+        steps[1].next_attempt_at = Some("2026-11-28T13:05:00.000Z".into());
+        app.update(Msg::Key(KeyEvent::from(KeyCode::Enter)), t0);
+        app.update(Msg::Manager { id: "m1".into(), result: Ok(Box::new(detail)) }, t0);
+        let s = screen(&draw(&app, 120, 16));
+        assert!(s.contains("Step 2/3: test (attempt 2/3, waiting to retry)"), "{s}");
+        assert!(!s.contains("Step 1/3: build (attempt"), "a step without retries shows none: {s}");
     }
 
     #[test]

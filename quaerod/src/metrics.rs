@@ -33,6 +33,7 @@ pub struct Metrics {
     pub http_connections_shed: IntCounter,
     pub push_messages_dropped: IntCounter,
     pub store_bytes: IntGauge,
+    pub retries: IntCounter,
 }
 
 /// One set per process: several daemons in one test process add to the same counters,
@@ -50,6 +51,10 @@ impl Metrics {
         let gauge = |name: &str, help: &str| reg(&registry, IntGauge::new(name, help).expect("metric"));
         Metrics {
             events_ingested: counter("quaero_events_ingested_total", "Events committed to the event log."),
+            retries: counter(
+                "quaero_retries_total",
+                "Failed attempts of steps and child jobs that were given another attempt.",
+            ),
             events_dropped: counter(
                 "quaero_events_dropped_total",
                 "Old events dropped because a job exceeded storage.max_events_per_job.",

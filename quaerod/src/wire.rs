@@ -221,6 +221,8 @@ mod tests {
                     started_ms: None,
                     finished_ms: None,
                     error: None,
+                    attempt: 0,
+                    next_attempt_ms: None,
                 })
                 .collect(),
             definition: def,

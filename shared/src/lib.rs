@@ -205,6 +205,16 @@ pub struct StepSummary {
     pub finished_at: Option<String>,
     #[serde(default)]
     pub error: Option<String>,
+    /// A step without children, or a child: the attempt running or next (1-based), when the
+    /// step has a retry policy or has been tried more than once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Present while it waits to retry: when the next attempt starts (its status stays
+    /// `running` meanwhile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
 }
 
 /// A job at any depth, as `GET /api/jobs` and `GET /api/jobs/{id}` return it.
@@ -240,6 +250,16 @@ pub struct Job {
     /// Managers only: a delayed run's start time; it stays `pending` until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_at: Option<String>,
+    /// A step without children, or a child: the attempt running or next (1-based), when the
+    /// step has a retry policy or has been tried more than once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempt: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<u32>,
+    /// Present while it waits to retry: when the next attempt starts (its status stays
+    /// `running` meanwhile).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<String>,
 }
 
 /// Step types of a definition.
@@ -307,6 +327,49 @@ pub struct StepDefinition {
     pub on_error: OnError,
     #[serde(default = "empty_object")]
     pub config: serde_json::Value,
+    /// Tries again when it fails: a step without children, or each child of a fan-out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<RetrySpec>,
+    /// Each attempt (of the step, or of each child) fails after this long, e.g. `"10m"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+}
+
+/// A step's retry policy: `retry = { max_attempts = 3, backoff = "exponential",
+/// initial = "1s", max_delay = "5m", jitter = true }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct RetrySpec {
+    /// Attempts in all, the first included (1 to 100).
+    pub max_attempts: u32,
+    #[serde(default)]
+    pub backoff: Backoff,
+    /// The wait after the first failed attempt (default `"1s"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial: Option<String>,
+    /// The longest wait (default `"5m"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_delay: Option<String>,
+    /// Wait a random 50% to 100% of the computed delay (default true).
+    #[serde(default = "yes")]
+    pub jitter: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// How the wait between attempts grows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Backoff {
+    /// `initial`, doubling after each failed attempt, up to `max_delay`.
+    #[default]
+    Exponential,
+    /// `initial` every time.
+    Fixed,
 }
 
 fn empty_object() -> serde_json::Value {

@@ -19,6 +19,90 @@ pub const MAX_ID_LEN: usize = 64;
 pub struct Plan {
     pub timeout: Option<Duration>,
     pub steps: Vec<StepPlan>,
+    /// Per step, in the same order: how its work is retried and timed out.
+    pub policies: Vec<StepPolicy>,
+}
+
+/// How a step's units of work (the step itself, or each child) are tried.
+#[derive(Debug, Clone, Default)]
+pub struct StepPolicy {
+    pub retry: Retry,
+    /// Each attempt fails after this long.
+    pub timeout: Option<Duration>,
+}
+
+/// A validated retry policy; the default tries once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Retry {
+    pub max_attempts: u32,
+    pub backoff: quaero_shared::Backoff,
+    pub initial: Duration,
+    pub max_delay: Duration,
+    pub jitter: bool,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            max_attempts: 1,
+            backoff: quaero_shared::Backoff::Exponential,
+            initial: Duration::from_secs(1),
+            max_delay: Duration::from_secs(300),
+            jitter: true,
+        }
+    }
+}
+
+impl Retry {
+    /// The wait after attempt `failed` (1-based) failed. `random` in [0, 1) picks the
+    /// jitter: 50% to 100% of the computed delay.
+    pub fn delay(&self, failed: u32, random: f64) -> Duration {
+        let base = match self.backoff {
+            quaero_shared::Backoff::Fixed => self.initial,
+            quaero_shared::Backoff::Exponential => {
+                let factor = 2u32.saturating_pow(failed.saturating_sub(1).min(31));
+                self.initial.saturating_mul(factor)
+            }
+        };
+        let d = base.min(self.max_delay);
+        if self.jitter { d.mul_f64(0.5 + 0.5 * random.clamp(0.0, 1.0)) } else { d }
+    }
+}
+
+/// Most attempts a retry policy may ask for.
+pub const MAX_ATTEMPTS: u32 = 100;
+
+fn step_policy(at: &str, s: &StepDefinition) -> Result<StepPolicy, String> {
+    let dur = |field: &str, v: &str| {
+        humantime::parse_duration(v.trim())
+            .map_err(|e| format!("{at}.{field}: {v:?} is not a duration like \"30s\": {e}"))
+    };
+    let timeout = match &s.timeout {
+        None => None,
+        Some(t) => match dur("timeout", t)? {
+            d if d.is_zero() => return Err(format!("{at}.timeout: must be more than 0")),
+            d => Some(d),
+        },
+    };
+    let mut retry = Retry::default();
+    if let Some(r) = &s.retry {
+        if !(1..=MAX_ATTEMPTS).contains(&r.max_attempts) {
+            return Err(format!("{at}.retry.max_attempts: {} is not between 1 and {MAX_ATTEMPTS}", r.max_attempts));
+        }
+        retry.max_attempts = r.max_attempts;
+        retry.backoff = r.backoff;
+        retry.jitter = r.jitter;
+        if let Some(v) = &r.initial {
+            retry.initial = dur("retry.initial", v)?;
+        }
+        if let Some(v) = &r.max_delay {
+            retry.max_delay = dur("retry.max_delay", v)?;
+        }
+        if retry.max_delay > Duration::from_secs(7 * 24 * 3600) {
+            return Err(format!("{at}.retry.max_delay: at most 7 days"));
+        }
+    }
+    Ok(StepPolicy { retry, timeout })
 }
 
 #[derive(Debug, Clone)]
@@ -243,6 +327,7 @@ fn validate_resolved(def: &JobDefinition) -> Result<Plan, String> {
     }
     let mut names = HashSet::new();
     let mut steps = Vec::new();
+    let mut policies = Vec::new();
     for (i, s) in def.steps.iter().enumerate() {
         let at = format!("steps[{i}]");
         if s.name.trim().is_empty() {
@@ -255,8 +340,9 @@ fn validate_resolved(def: &JobDefinition) -> Result<Plan, String> {
             return Err(format!("{at}.config: must be a table"));
         }
         steps.push(validate_step(&at, s)?);
+        policies.push(step_policy(&at, s)?);
     }
-    Ok(Plan { timeout, steps })
+    Ok(Plan { timeout, steps, policies })
 }
 
 fn validate_step(at: &str, s: &StepDefinition) -> Result<StepPlan, String> {
@@ -548,5 +634,34 @@ env = { TARGET = "{params.target}" }
         let e = def("id = \"x\"\nparams = { \"bad name\" = \"a\" }\n[[steps]]\nname = \"a\"\ntype = \"emit\"\n")
             .unwrap_err();
         assert!(e.starts_with("params.bad name:"), "{e}");
+    }
+
+    #[test]
+    fn backoff_grows_to_its_cap_and_jitter_stays_within_half() {
+        let secs = Duration::from_secs;
+        let r = Retry { max_attempts: 10, initial: secs(1), max_delay: secs(5), jitter: false, ..Retry::default() };
+        let waits: Vec<Duration> = (1..=5).map(|a| r.delay(a, 0.0)).collect();
+        assert_eq!(waits, [secs(1), secs(2), secs(4), secs(5), secs(5)]);
+        assert_eq!(r.delay(u32::MAX, 0.0), secs(5), "no overflow");
+        let fixed = Retry { backoff: quaero_shared::Backoff::Fixed, ..r };
+        assert_eq!(fixed.delay(7, 0.0), secs(1));
+        let j = Retry { jitter: true, ..r };
+        assert_eq!(j.delay(2, 0.0), secs(1));
+        assert_eq!(j.delay(2, 0.999_999), Duration::from_secs_f64(2.0 * (0.5 + 0.5 * 0.999_999)));
+    }
+
+    #[test]
+    fn retry_and_timeout_errors_name_the_field() {
+        let step = |extra: &str| def(&format!("id = \"x\"\n[[steps]]\nname = \"a\"\ntype = \"emit\"\n{extra}\n"));
+        let e = step("retry = { max_attempts = 0 }").unwrap_err();
+        assert_eq!(e, "steps[0].retry.max_attempts: 0 is not between 1 and 100");
+        let e = step("retry = { max_attempts = 2, initial = \"soon\" }").unwrap_err();
+        assert!(e.starts_with("steps[0].retry.initial: \"soon\" is not a duration"), "{e}");
+        let e = step("timeout = \"0s\"").unwrap_err();
+        assert_eq!(e, "steps[0].timeout: must be more than 0");
+        let p = step("retry = { max_attempts = 4, backoff = \"fixed\", initial = \"2s\" }\ntimeout = \"1m\"").unwrap();
+        assert_eq!(p.policies[0].retry.max_attempts, 4);
+        assert_eq!(p.policies[0].retry.initial, Duration::from_secs(2));
+        assert_eq!(p.policies[0].timeout, Some(Duration::from_secs(60)));
     }
 }

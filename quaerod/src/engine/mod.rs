@@ -232,6 +232,8 @@ impl Engine {
                     started_ms: None,
                     finished_ms: None,
                     error: None,
+                    attempt: 0,
+                    next_attempt_ms: None,
                 })
                 .collect(),
             definition: def,
@@ -651,6 +653,7 @@ fn sum_counts(m: &ManagerRecord) -> ChildCounts {
 
 pub fn step_summary(m: &ManagerRecord, step: u32) -> StepSummary {
     let s = &m.steps[step as usize - 1];
+    let (attempt, max_attempts, next_attempt_at) = attempts_shown(m, step, s.attempt, s.next_attempt_ms);
     StepSummary {
         id: JobPath::step(m.num, step).to_string(),
         index: step,
@@ -662,7 +665,25 @@ pub fn step_summary(m: &ManagerRecord, step: u32) -> StepSummary {
         started_at: s.started_ms.map(rfc3339),
         finished_at: s.finished_ms.map(rfc3339),
         error: s.error.clone(),
+        attempt,
+        max_attempts,
+        next_attempt_at,
     }
+}
+
+/// How a step's attempts (or a child's) show on the wire: only for a step with a retry
+/// policy, or one tried more than once; `next_attempt_at` while it waits to retry.
+fn attempts_shown(
+    m: &ManagerRecord,
+    step: u32,
+    attempt: u32,
+    next: Option<i64>,
+) -> (Option<u32>, Option<u32>, Option<String>) {
+    let max = m.definition.steps.get(step as usize - 1).and_then(|s| s.retry.as_ref()).map_or(1, |r| r.max_attempts);
+    if max <= 1 && attempt <= 1 {
+        return (None, None, None);
+    }
+    ((attempt > 0).then_some(attempt), Some(max), next.map(rfc3339))
 }
 
 pub fn manager_job(m: &ManagerRecord) -> Job {
@@ -683,11 +704,15 @@ pub fn manager_job(m: &ManagerRecord) -> Job {
         steps: Some((1..=m.steps.len() as u32).map(|i| step_summary(m, i)).collect()),
         params: m.params.clone(),
         scheduled_at: m.scheduled_ms.map(rfc3339),
+        attempt: None,
+        max_attempts: None,
+        next_attempt_at: None,
     }
 }
 
 pub fn step_job(m: &ManagerRecord, step: u32) -> Job {
     let s = &m.steps[step as usize - 1];
+    let (attempt, max_attempts, next_attempt_at) = attempts_shown(m, step, s.attempt, s.next_attempt_ms);
     Job {
         id: JobPath::step(m.num, step).to_string(),
         kind: JobKind::Step,
@@ -705,10 +730,14 @@ pub fn step_job(m: &ManagerRecord, step: u32) -> Job {
         steps: None,
         params: Default::default(),
         scheduled_at: None,
+        attempt,
+        max_attempts,
+        next_attempt_at,
     }
 }
 
 pub fn child_job(m: &ManagerRecord, c: &ChildRecord) -> Job {
+    let (attempt, max_attempts, next_attempt_at) = attempts_shown(m, c.path.step, c.attempt, c.next_attempt_ms);
     Job {
         id: c.path.to_string(),
         kind: JobKind::Job,
@@ -726,5 +755,8 @@ pub fn child_job(m: &ManagerRecord, c: &ChildRecord) -> Job {
         steps: None,
         params: Default::default(),
         scheduled_at: None,
+        attempt,
+        max_attempts,
+        next_attempt_at,
     }
 }

@@ -8,7 +8,7 @@ use quaero_shared::{ChildCounts, JobPath, JobStatus, Level, Originator, StepProg
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
-use super::definition::StepPlan;
+use super::definition::{StepPlan, StepPolicy};
 use super::runners::{self, Failure, Outcome, Sink};
 use super::{Engine, LiveManager, StopReason};
 use crate::store::ChildRecord;
@@ -270,20 +270,7 @@ async fn run_step(ctx: &Ctx, i: u32) -> StepEnd {
     let again = if resumed { " again" } else { "" };
     ctx.event(i, Level::Info, format!("step {i} started{again}: {name} ({})", plan.step_type().as_str())).await;
 
-    let outcome = if plan.children() > 0 {
-        fan_out(ctx, i, &plan).await
-    } else {
-        let step_path = JobPath::step(live.num, i);
-        let sink = ctx.sink(step_path, Originator::Step);
-        let cancel = live.cancel.clone();
-        tokio::select! {
-            permit = engine.pool.clone().acquire_owned() => {
-                let _permit = permit.expect("pool never closes");
-                run_unit(engine, &plan, None, &sink, &cancel).await
-            }
-            _ = cancel.cancelled() => Err(Failure::Cancelled),
-        }
-    };
+    let outcome = if plan.children() > 0 { fan_out(ctx, i, &plan).await } else { run_step_unit(ctx, i, &plan).await };
 
     if live.stop_reason() == Some(StopReason::Shutdown) {
         // Leave the step running in the store: it runs again at the next start.
@@ -318,6 +305,57 @@ async fn run_step(ctx: &Ctx, i: u32) -> StepEnd {
         Err(Failure::Cancelled) if live.cancel.is_cancelled() => StepEnd::Stopped,
         Err(Failure::Cancelled) => StepEnd::Failed("cancelled".into(), continue_on),
         Err(Failure::Failed(e)) => StepEnd::Failed(e, continue_on),
+    }
+}
+
+/// A step without children: attempt by attempt under its retry policy, each waiting for a
+/// worker slot (none is held while waiting to retry). The attempt state is saved in the
+/// step's record, so the API shows it and a restart resumes from it.
+async fn run_step_unit(ctx: &Ctx, i: u32, plan: &StepPlan) -> Outcome {
+    let engine = &ctx.engine;
+    let live = &ctx.live;
+    let sink = ctx.sink(JobPath::step(live.num, i), Originator::Step);
+    let cancel = live.cancel.clone();
+    let policy = live.plan.policies[i as usize - 1].clone();
+    let stored = {
+        let r = live.record.lock().expect("record");
+        let s = &r.steps[i as usize - 1];
+        AttemptState { attempt: s.attempt, next_ms: s.next_attempt_ms }
+    };
+    let mut tries = Attempts::new(&policy, stored);
+    let save = |st: AttemptState| async move {
+        ctx.update(|r| {
+            let s = &mut r.steps[i as usize - 1];
+            (s.attempt, s.next_attempt_ms) = (st.attempt, st.next_ms);
+        })
+        .await;
+        engine.status_change(&live.snapshot(), i);
+    };
+    loop {
+        if !tries.wait(&cancel).await {
+            return Err(Failure::Cancelled);
+        }
+        let permit = tokio::select! {
+            p = engine.pool.clone().acquire_owned() => p.expect("pool never closes"),
+            _ = cancel.cancelled() => return Err(Failure::Cancelled),
+        };
+        save(AttemptState { attempt: tries.state.attempt, next_ms: None }).await;
+        if let Some(msg) = tries.started_message() {
+            sink.send(Level::Info, msg).await;
+        }
+        let attempt = cancel.child_token();
+        let o = with_timeout(policy.timeout, &attempt, run_unit(engine, plan, None, &sink, &attempt)).await;
+        drop(permit);
+        match o {
+            Err(Failure::Failed(e)) if !cancel.is_cancelled() => match tries.failed(&e) {
+                Some(msg) => {
+                    sink.send(Level::Warn, msg).await;
+                    save(tries.state).await;
+                }
+                None => return Err(Failure::Failed(tries.final_error(e))),
+            },
+            other => return other,
+        }
     }
 }
 
@@ -392,10 +430,10 @@ async fn fan_out(ctx: &Ctx, i: u32, plan: &StepPlan) -> Outcome {
 
     let (tx, rx) = mpsc::unbounded_channel::<ChildMsg>();
     let plan = Arc::new(plan.clone());
-    for k in todo {
+    for (k, resume) in todo {
         let token = ctx.live.cancel.child_token();
         ctx.live.child_tokens.lock().expect("tokens").insert(JobPath::child(ctx.live.num, i, k), token.clone());
-        let child = Child { engine: ctx.engine.clone(), live: ctx.live.clone(), step: i, index: k, token };
+        let child = Child { engine: ctx.engine.clone(), live: ctx.live.clone(), step: i, index: k, token, resume };
         tokio::spawn(child.run(plan.clone(), items[k as usize - 1].clone(), tx.clone()));
     }
     drop(tx);
@@ -422,7 +460,7 @@ async fn fan_out(ctx: &Ctx, i: u32, plan: &StepPlan) -> Outcome {
 
 /// Writes the step's children as pending, keeping those that finished before a restart;
 /// returns the counts and the children still to run.
-async fn plan_children(ctx: &Ctx, i: u32, items: &[String]) -> (ChildCounts, Vec<u32>) {
+async fn plan_children(ctx: &Ctx, i: u32, items: &[String]) -> (ChildCounts, Vec<(u32, AttemptState)>) {
     let num = ctx.live.num;
     let n = items.len() as u32;
     let existing: std::collections::HashMap<u32, ChildRecord> =
@@ -436,15 +474,23 @@ async fn plan_children(ctx: &Ctx, i: u32, items: &[String]) -> (ChildCounts, Vec
             Some(c) if c.status.is_terminal() => counts.add(c.status, 1),
             _ => {
                 counts.pending += 1;
-                todo.push(k);
+                let old = existing.get(&k);
+                // A child waiting to retry when the daemon stopped keeps its attempt and time.
+                let resume = old.map_or_else(AttemptState::default, |c| AttemptState {
+                    attempt: c.attempt,
+                    next_ms: c.next_attempt_ms,
+                });
+                todo.push((k, resume));
                 records.push(ChildRecord {
                     path: JobPath::child(num, i, k),
                     name: items[k as usize - 1].clone(),
                     status: JobStatus::Pending,
-                    created_ms: existing.get(&k).map_or(now, |c| c.created_ms),
+                    created_ms: old.map_or(now, |c| c.created_ms),
                     started_ms: None,
                     finished_ms: None,
                     error: None,
+                    attempt: resume.attempt,
+                    next_attempt_ms: resume.next_ms,
                 });
             }
         }
@@ -505,42 +551,64 @@ struct Child {
     step: u32,
     index: u32,
     token: CancellationToken,
+    /// Its attempts so far, from the store when the step is resumed.
+    resume: AttemptState,
 }
 
 impl Child {
-    /// Waits for a worker slot, runs, and records the outcome after the child's events;
-    /// reports to the step on `tx`.
+    /// Runs attempt by attempt (each waits for a worker slot; none is held while waiting
+    /// to retry) and records the outcome after the child's events; reports to the step on
+    /// `tx`.
     async fn run(self, plan: Arc<StepPlan>, item: String, tx: mpsc::UnboundedSender<ChildMsg>) {
-        let Child { engine, live, step, index, token } = self;
+        let Child { engine, live, step, index, token, resume } = self;
         let path = JobPath::child(live.num, step, index);
         let sink = Sink { store: engine.store.clone(), path, originator: Originator::Worker };
-        let created = now_ms();
-        let permit = tokio::select! {
-            p = engine.pool.clone().acquire_owned() => Some(p.expect("pool never closes")),
-            _ = token.cancelled() => None,
-        };
+        let policy = live.plan.policies[step as usize - 1].clone();
         let mut rec = ChildRecord {
             path,
             name: item.clone(),
             status: JobStatus::Running,
-            created_ms: created,
-            started_ms: Some(now_ms()),
+            created_ms: now_ms(),
+            started_ms: None,
             finished_ms: None,
             error: None,
+            attempt: resume.attempt,
+            next_attempt_ms: resume.next_ms,
         };
+        let mut tries = Attempts::new(&policy, resume);
         let mut started = false;
-        let outcome = match permit {
-            Some(permit) if !token.is_cancelled() => {
-                started = true;
-                let _ = tx.send(ChildMsg::Started);
-                let _ = engine.store.put_children(vec![rec.clone()]).await;
-                let o = run_unit(&engine, &plan, Some((index, &item)), &sink, &token).await;
-                drop(permit);
-                o
+        let outcome = loop {
+            if !tries.wait(&token).await {
+                break Err(Failure::Cancelled);
             }
-            _ => {
-                rec.started_ms = None;
-                Err(Failure::Cancelled)
+            let permit = tokio::select! {
+                p = engine.pool.clone().acquire_owned() => p.expect("pool never closes"),
+                _ = token.cancelled() => break Err(Failure::Cancelled),
+            };
+            if !started {
+                started = true;
+                rec.started_ms = Some(now_ms());
+                let _ = tx.send(ChildMsg::Started);
+            }
+            (rec.attempt, rec.next_attempt_ms) = (tries.state.attempt, None);
+            let _ = engine.store.put_children(vec![rec.clone()]).await;
+            if let Some(msg) = tries.started_message() {
+                sink.send(Level::Info, msg).await;
+            }
+            let attempt = token.child_token();
+            let run = run_unit(&engine, &plan, Some((index, &item)), &sink, &attempt);
+            let o = with_timeout(policy.timeout, &attempt, run).await;
+            drop(permit);
+            match o {
+                Err(Failure::Failed(e)) if !token.is_cancelled() => match tries.failed(&e) {
+                    Some(msg) => {
+                        sink.send(Level::Warn, msg).await;
+                        (rec.attempt, rec.next_attempt_ms) = (tries.state.attempt, tries.state.next_ms);
+                        let _ = engine.store.put_children(vec![rec.clone()]).await;
+                    }
+                    None => break Err(Failure::Failed(tries.final_error(e))),
+                },
+                other => break other,
             }
         };
         live.child_tokens.lock().expect("tokens").remove(&path);
@@ -557,10 +625,106 @@ impl Child {
         rec.status = status;
         rec.error = error;
         rec.finished_ms = Some(now_ms());
+        rec.next_attempt_ms = None;
         // Queued after the child's events: never readable as finished before them.
         let _ = engine.store.put_children(vec![rec]).await;
         let _ = tx.send(ChildMsg::Done(status, started));
     }
+}
+
+/// Where a unit of work (a step without children, or a child) stands in its attempts.
+#[derive(Debug, Clone, Copy, Default)]
+struct AttemptState {
+    /// The attempt running or next, 1-based (0: none yet).
+    attempt: u32,
+    /// While waiting to retry: when the next attempt starts (ms since the epoch).
+    next_ms: Option<i64>,
+}
+
+/// A unit's attempts under its step's retry policy.
+struct Attempts<'a> {
+    policy: &'a StepPolicy,
+    state: AttemptState,
+}
+
+impl<'a> Attempts<'a> {
+    /// Resumes from a stored state (a restart keeps the attempt number and the time).
+    fn new(policy: &'a StepPolicy, stored: AttemptState) -> Self {
+        Attempts { policy, state: AttemptState { attempt: stored.attempt.max(1), next_ms: stored.next_ms } }
+    }
+
+    /// Waits for the next attempt's time, if one is set; false when cancelled meanwhile.
+    async fn wait(&mut self, cancel: &CancellationToken) -> bool {
+        if let Some(at) = self.state.next_ms {
+            let left = Duration::from_millis((at - now_ms()).max(0) as u64);
+            tokio::select! {
+                _ = cancel.cancelled() => return false,
+                _ = tokio::time::sleep(left) => {}
+            }
+            self.state.next_ms = None;
+        }
+        !cancel.is_cancelled()
+    }
+
+    fn started_message(&self) -> Option<String> {
+        let max = self.policy.retry.max_attempts;
+        (max > 1).then(|| format!("attempt {}/{max} started", self.state.attempt))
+    }
+
+    /// The attempt failed with `error`: when another is allowed, moves to it (with the time
+    /// it starts) and returns the event that says so; None when this was the last.
+    fn failed(&mut self, error: &str) -> Option<String> {
+        let max = self.policy.retry.max_attempts;
+        if self.state.attempt >= max {
+            return None;
+        }
+        let wait = self.policy.retry.delay(self.state.attempt, random_unit());
+        let wait = Duration::from_millis(wait.as_millis() as u64);
+        let shown = humantime::format_duration(wait);
+        let msg = format!("attempt {}/{max} failed: {error}; next attempt in {shown}", self.state.attempt);
+        crate::metrics::METRICS.retries.inc();
+        self.state =
+            AttemptState { attempt: self.state.attempt + 1, next_ms: Some(now_ms() + wait.as_millis() as i64) };
+        Some(msg)
+    }
+
+    /// The error a unit ends with after its last attempt.
+    fn final_error(&self, error: String) -> String {
+        let max = self.policy.retry.max_attempts;
+        if max > 1 { format!("{error} (attempt {max} of {max})") } else { error }
+    }
+}
+
+/// Runs one attempt, failing it when it takes longer than `timeout`: then `attempt` (the
+/// attempt's own token) is cancelled so the runner stops its work, and the attempt fails
+/// with a timeout, unless the whole job was cancelled meanwhile.
+async fn with_timeout(
+    timeout: Option<Duration>,
+    attempt: &CancellationToken,
+    run: impl std::future::Future<Output = Outcome>,
+) -> Outcome {
+    let Some(limit) = timeout else { return run.await };
+    tokio::pin!(run);
+    tokio::select! {
+        o = &mut run => return o,
+        _ = tokio::time::sleep(limit) => {}
+    }
+    attempt.cancel();
+    let stopped = run.await;
+    match stopped {
+        Err(Failure::Cancelled) => {
+            Err(Failure::Failed(format!("timed out after {}", humantime::format_duration(limit))))
+        }
+        other => other,
+    }
+}
+
+/// A number in [0, 1) for jitter: std's per-process random hash keys over the clock.
+fn random_unit() -> f64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos());
+    (h.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 fn report_progress(engine: &Engine, step: JobPath, counts: ChildCounts) {

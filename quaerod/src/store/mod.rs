@@ -74,6 +74,12 @@ pub struct StepRecord {
     pub started_ms: Option<i64>,
     pub finished_ms: Option<i64>,
     pub error: Option<String>,
+    /// The attempt running or next (1-based; 0 before the first), and while it waits to
+    /// retry, when the next one starts.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,6 +91,16 @@ pub struct ChildRecord {
     pub started_ms: Option<i64>,
     pub finished_ms: Option<i64>,
     pub error: Option<String>,
+    /// The attempt running or next (1-based; 0 before the first), and while it waits to
+    /// retry, when the next one starts.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_ms: Option<i64>,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// An event as a producer hands it to the store; the writer gives it its seq.

@@ -342,6 +342,8 @@ fn manager_record(num: u64, steps: u32) -> ManagerRecord {
                 started_ms: None,
                 finished_ms: None,
                 error: None,
+                attempt: 0,
+                next_attempt_ms: None,
             })
             .collect(),
         definition: JobDefinition {
@@ -357,6 +359,8 @@ fn manager_record(num: u64, steps: u32) -> ManagerRecord {
                     description: String::new(),
                     on_error: OnError::Fail,
                     config: serde_json::json!({}),
+                    retry: None,
+                    timeout: None,
                 })
                 .collect(),
             params: Default::default(),
@@ -520,6 +524,8 @@ impl Harness {
                         started_ms: None,
                         finished_ms: None,
                         error: None,
+                        attempt: 0,
+                        next_attempt_ms: None,
                     })
                     .collect();
                 m.children.extend(kids.iter().map(|c| (c.path, c.clone())));
