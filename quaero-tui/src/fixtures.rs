@@ -23,6 +23,7 @@ pub fn manager(n: u64, name: &str, status: JobStatus) -> Job {
         steps: None,
         params: Default::default(),
         scheduled_at: None,
+        tags: Vec::new(),
         attempt: None,
         max_attempts: None,
         next_attempt_at: None,

@@ -250,6 +250,9 @@ pub struct Job {
     /// Managers only: a delayed run's start time; it stays `pending` until then.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_at: Option<String>,
+    /// Managers only: the tags of the definition it ran from.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
     /// A step without children, or a child: the attempt running or next (1-based), when the
     /// step has a retry policy or has been tried more than once.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -397,6 +400,16 @@ pub struct JobDefinition {
     /// replaced by the run's value (docs/jobs.md).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, ParamSpec>,
+    /// Labels to find its runs by (`GET /api/jobs?tag=…`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// False: execute is refused (409) until it is enabled (`POST …/enable`).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub enabled: bool,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// A parameter of a definition: its default (`env = "staging"`), or a table that may
@@ -488,6 +501,11 @@ pub struct DefinitionInfo {
     /// The parameters a run takes (see `JobDefinition::params`).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, ParamSpec>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<String>,
+    /// Whether it may run: the definition's `enabled`, or what enable/disable set since
+    /// (kept across restarts).
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

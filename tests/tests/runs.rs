@@ -181,3 +181,67 @@ fn the_tail_runs_a_definition_with_params() {
     assert_eq!(out.status.code(), Some(2), "a missing parameter is a usage error: {stderr}");
     assert!(stderr.contains("params.target: required"), "{stderr}");
 }
+
+#[tokio::test]
+async fn a_disabled_definition_is_refused_until_enabled_also_across_a_restart_and_runs_are_found_by_tag() {
+    let tagged = |id: &str, tags: &str, extra: &str| {
+        format!(
+            "id = \"{id}\"\ntags = {tags}\n{extra}\n[[steps]]\nname = \"e\"\ntype = \"emit\"\n[steps.config]\ncount = 2\n"
+        )
+    };
+    let mut d = Daemon::builder()
+        .definition("nightly.toml", &tagged("nightly", r#"["nightly", "db"]"#, ""))
+        .definition("web.toml", &tagged("web", r#"["web"]"#, ""))
+        .definition("off.toml", &tagged("off", "[]", "enabled = false"))
+        .start();
+    let api = Api::new(&d);
+
+    let (_, defs) = api.get("/api/job-definitions").await;
+    let find = |id: &str| defs["job_definitions"].as_array().unwrap().iter().find(|d| d["id"] == id).cloned().unwrap();
+    assert_eq!(
+        (find("nightly")["enabled"].clone(), find("nightly")["tags"].clone()),
+        (json!(true), json!(["nightly", "db"]))
+    );
+    assert_eq!(find("off")["enabled"], false);
+
+    let (s, b) = api.post("/api/job-definitions/off/execute", json!({})).await;
+    assert_eq!(s, 409, "{b}");
+    assert!(b["error"].as_str().unwrap().contains("disabled"), "{b}");
+
+    let (s, b) = api.post("/api/job-definitions/nightly/disable", json!({})).await;
+    assert_eq!((s, b["enabled"].clone()), (200, json!(false)), "{b}");
+    assert_eq!(api.post("/api/job-definitions/nightly/execute", json!({})).await.0, 409);
+    assert_eq!(api.post("/api/job-definitions/nope/disable", json!({})).await.0, 404);
+
+    // Kept across a restart, both ways: nightly stays disabled, and enabling off sticks.
+    let (s, _) = api.post("/api/job-definitions/off/enable", json!({})).await;
+    assert_eq!(s, 200);
+    assert!(d.stop().success());
+    d.restart();
+    let api = Api::new(&d);
+    assert_eq!(api.get("/api/job-definitions/nightly").await.1["enabled"], false);
+    assert_eq!(api.get("/api/job-definitions/off").await.1["enabled"], true);
+    assert_eq!(api.post("/api/job-definitions/nightly/execute", json!({})).await.0, 409);
+    let (s, b) = api.post("/api/job-definitions/nightly/enable", json!({})).await;
+    assert_eq!((s, b["enabled"].clone()), (200, json!(true)));
+
+    let n1 = api.execute("nightly").await;
+    let w1 = api.execute("web").await;
+    let n2 = api.execute("nightly").await;
+    for m in [&n1, &w1, &n2] {
+        assert_eq!(api.wait_terminal(m, 30).await, "completed");
+    }
+    let ids = |v: &Value| {
+        v["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    let (_, by_tag) = api.get("/api/jobs?tag=db").await;
+    assert_eq!(ids(&by_tag), [n2.clone(), n1.clone()], "newest first: {by_tag}");
+    assert_eq!(by_tag["total_count"], 2);
+    assert_eq!(by_tag["jobs"][0]["tags"], json!(["nightly", "db"]));
+    let (_, by_def) = api.get("/api/jobs?definition=web&status=completed").await;
+    assert_eq!(ids(&by_def), [w1.clone()]);
+    let (_, none) = api.get("/api/jobs?tag=db&status=failed").await;
+    assert_eq!((none["total_count"].clone(), ids(&none).len()), (json!(0), 0));
+    let (_, steps) = api.get(&format!("/api/jobs?parent_id={n1}&tag=db")).await;
+    assert_eq!(steps["total_count"], 1, "a run's steps carry its tags: {steps}");
+}

@@ -434,6 +434,16 @@ fn get_definition(c: &Ctx) -> BoxedFilter<(warp::reply::Response,)> {
     endpoint1::<handlers::__path_get_definition>().and(c.guarded()).and_then(handlers::get_definition).boxed()
 }
 
+/// POST /api/job-definitions/{definition_id}/enable
+fn enable_definition(c: &Ctx) -> BoxedFilter<(warp::reply::Response,)> {
+    endpoint1::<handlers::__path_enable_definition>().and(c.mutation()).and_then(handlers::enable_definition).boxed()
+}
+
+/// POST /api/job-definitions/{definition_id}/disable
+fn disable_definition(c: &Ctx) -> BoxedFilter<(warp::reply::Response,)> {
+    endpoint1::<handlers::__path_disable_definition>().and(c.mutation()).and_then(handlers::disable_definition).boxed()
+}
+
 /// DELETE /api/job-definitions/{definition_id}
 fn delete_definition(c: &Ctx) -> BoxedFilter<(warp::reply::Response,)> {
     endpoint1::<handlers::__path_delete_definition>().and(c.mutation()).and_then(handlers::delete_definition).boxed()
@@ -489,6 +499,10 @@ pub fn api(
         .or(delete_definition(&c))
         .unify()
         .or(execute(&c))
+        .unify()
+        .or(enable_definition(&c))
+        .unify()
+        .or(disable_definition(&c))
         .unify()
 }
 

@@ -61,6 +61,8 @@ pub async fn stats(eng: Arc<Engine>) -> Reply {
         ("status" = Option<String>, Query, pattern = r"^((pending|running|completed|failed|cancelled)(,(pending|running|completed|failed|cancelled))*)?$",
             description = "comma-separated statuses to keep; empty or absent: all"),
         ("parent_id" = Option<String>, Query, pattern = r"^(root|m[0-9]+(-s[0-9]+(-c[0-9]+)?)?)$", description = "`root` (the default) lists managers; a manager id its steps; a step id its children"),
+        ("definition" = Option<String>, Query, description = "only runs of this definition id"),
+        ("tag" = Option<String>, Query, description = "only runs of definitions with this tag"),
     ),
     responses((status = 200, body = JobsList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, description = "no such parent job", body = ErrorBody)))]
@@ -83,7 +85,14 @@ pub async fn list_jobs(eng: Arc<Engine>, q: HashMap<String, String>) -> Reply {
             })?);
         }
     }
-    let query = JobsQuery { parent: q.get("parent_id").cloned(), statuses, limit, offset };
+    let query = JobsQuery {
+        parent: q.get("parent_id").cloned(),
+        statuses,
+        limit,
+        offset,
+        definition: q.get("definition").filter(|d| !d.is_empty()).cloned(),
+        tag: q.get("tag").filter(|t| !t.is_empty()).cloned(),
+    };
     let page = eng.jobs_page(query).await.map_err(reject)?;
     Ok(json(StatusCode::OK, &page))
 }
@@ -208,11 +217,31 @@ pub async fn delete_definition(id: String, eng: Arc<Engine>) -> Reply {
 #[utoipa::path(post, path = "/api/job-definitions/{definition_id}/execute", tag = "definitions", security(("bearer" = []), ()),
     params(("definition_id" = String, Path, pattern = r"^[a-z0-9_-]{1,64}$")), request_body(content = ExecuteRequest, description = "all optional: `{}` or nothing runs it now with its defaults", content_type = "application/json"),
     responses((status = 202, body = ExecuteResponse), (status = 400, description = "the definition is invalid, or a parameter, `run_at` or `delay` is (naming it)", body = ErrorBody),
+        (status = 409, description = "the definition is disabled", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody),
         (status = 415, body = ErrorBody), (status = 503, description = "shutting down", body = ErrorBody)))]
 pub async fn execute(id: String, req: ExecuteRequest, eng: Arc<Engine>) -> Reply {
     let job_id = eng.execute(&id, req).await.map_err(reject)?;
     Ok(json(StatusCode::ACCEPTED, &ExecuteResponse { job_id }))
+}
+
+/// Lets a definition run again (kept across restarts).
+#[utoipa::path(post, path = "/api/job-definitions/{definition_id}/enable", tag = "definitions", security(("bearer" = []), ()),
+    params(("definition_id" = String, Path, pattern = r"^[a-z0-9_-]{1,64}$")), request_body(content = Object, description = "`{}` or nothing", content_type = "application/json"),
+    responses((status = 200, description = "the definition as listed, now enabled", body = DefinitionInfo), (status = 400, description = "a body that is not a JSON object", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+pub async fn enable_definition(id: String, eng: Arc<Engine>) -> Reply {
+    eng.set_enabled(&id, true).map(|d| json(StatusCode::OK, &d)).map_err(reject)
+}
+
+/// Stops a definition from running: execute is refused with 409 until it is enabled
+/// (kept across restarts; runs already started go on).
+#[utoipa::path(post, path = "/api/job-definitions/{definition_id}/disable", tag = "definitions", security(("bearer" = []), ()),
+    params(("definition_id" = String, Path, pattern = r"^[a-z0-9_-]{1,64}$")), request_body(content = Object, description = "`{}` or nothing", content_type = "application/json"),
+    responses((status = 200, description = "the definition as listed, now disabled", body = DefinitionInfo), (status = 400, description = "a body that is not a JSON object", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+pub async fn disable_definition(id: String, eng: Arc<Engine>) -> Reply {
+    eng.set_enabled(&id, false).map(|d| json(StatusCode::OK, &d)).map_err(reject)
 }
 
 /// The Prometheus text format.

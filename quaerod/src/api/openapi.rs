@@ -33,6 +33,8 @@ use super::handlers;
         handlers::get_definition,
         handlers::delete_definition,
         handlers::execute,
+        handlers::enable_definition,
+        handlers::disable_definition,
         handlers::metrics,
         crate::ws::route,
         crate::assets::root,

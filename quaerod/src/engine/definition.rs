@@ -301,6 +301,14 @@ pub fn validate(def: &JobDefinition) -> Result<Plan, String> {
             return Err(format!("params.{name}: a name is 1 to 64 of a-z, A-Z, 0-9 and _"));
         }
     }
+    if def.tags.len() > 32 {
+        return Err("tags: at most 32".into());
+    }
+    for (i, t) in def.tags.iter().enumerate() {
+        if t.is_empty() || t.len() > 64 || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b"_-.:/".contains(&b)) {
+            return Err(format!("tags[{i}]: {t:?} is not 1 to 64 of a-z, A-Z, 0-9 and _ - . : /"));
+        }
+    }
     let sample: Params =
         def.params.iter().map(|(n, spec)| (n.clone(), spec.default_text().unwrap_or_else(|| "x".into()))).collect();
     plan_with(def, &sample)
@@ -478,6 +486,8 @@ pub fn load_dir(dir: &Path) -> Vec<Loaded> {
                     timeout: None,
                     steps: vec![],
                     params: Default::default(),
+                    tags: Vec::new(),
+                    enabled: true,
                 },
                 plan: Err(e),
                 source,

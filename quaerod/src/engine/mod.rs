@@ -99,6 +99,8 @@ pub struct Engine {
     aggregator: Arc<Aggregator>,
     config: Config,
     definitions: RwLock<BTreeMap<String, Loaded>>,
+    /// What enable/disable set, by definition id (stored as settings, so kept across restarts).
+    enabled_overrides: RwLock<BTreeMap<String, bool>>,
     live: Mutex<HashMap<u64, Arc<LiveManager>>>,
     /// The worker pool: one permit per unit of work (a child job, or a step that does not
     /// fan out), so `concurrency` bounds what runs at once across all managers.
@@ -123,6 +125,7 @@ impl Engine {
             aggregator,
             config,
             definitions: RwLock::new(BTreeMap::new()),
+            enabled_overrides: RwLock::new(BTreeMap::new()),
             live: Mutex::new(HashMap::new()),
             http,
             tasks: TaskTracker::new(),
@@ -141,11 +144,16 @@ impl Engine {
             map.insert(def.id.clone(), Loaded { def, plan, source: Source::Api, parsed: true });
         }
         *self.definitions.write().expect("definitions") = map;
+        let overrides = self.store.settings()?;
+        *self.enabled_overrides.write().expect("overrides") = overrides
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(ENABLED_PREFIX)?.to_string(), v == "true")))
+            .collect();
         Ok(())
     }
 
     pub fn list_definitions(&self) -> Vec<DefinitionInfo> {
-        self.definitions.read().expect("definitions").values().map(definition_info).collect()
+        self.definitions.read().expect("definitions").values().map(|l| self.info(l)).collect()
     }
 
     pub fn get_definition(&self, id: &str) -> Result<DefinitionInfo> {
@@ -153,15 +161,33 @@ impl Engine {
             .read()
             .expect("definitions")
             .get(id)
-            .map(definition_info)
+            .map(|l| self.info(l))
             .ok_or_else(|| EngineError::NotFound(format!("no job definition {id:?}")))
+    }
+
+    /// Whether a definition may run: what enable/disable last set, else its `enabled`.
+    fn enabled(&self, def: &JobDefinition) -> bool {
+        self.enabled_overrides.read().expect("overrides").get(&def.id).copied().unwrap_or(def.enabled)
+    }
+
+    fn info(&self, l: &Loaded) -> DefinitionInfo {
+        definition_info(l, self.enabled(&l.def))
+    }
+
+    /// Enables or disables a definition (file or API), kept across restarts.
+    pub fn set_enabled(&self, id: &str, enabled: bool) -> Result<DefinitionInfo> {
+        let defs = self.definitions.read().expect("definitions");
+        let l = defs.get(id).ok_or_else(|| EngineError::NotFound(format!("no job definition {id:?}")))?;
+        self.store.put_setting(&format!("{ENABLED_PREFIX}{id}"), Some(if enabled { "true" } else { "false" }))?;
+        self.enabled_overrides.write().expect("overrides").insert(id.to_string(), enabled);
+        Ok(self.info(l))
     }
 
     pub fn put_definition(&self, def: JobDefinition) -> Result<DefinitionInfo> {
         let plan = definition::validate(&def).map_err(EngineError::Invalid)?;
         self.store.put_definition(&def)?;
         let loaded = Loaded { def, plan: Ok(plan), source: Source::Api, parsed: true };
-        let info = definition_info(&loaded);
+        let info = self.info(&loaded);
         self.definitions.write().expect("definitions").insert(loaded.def.id.clone(), loaded);
         Ok(info)
     }
@@ -190,6 +216,11 @@ impl Engine {
             let l = defs.get(def_id).ok_or_else(|| EngineError::NotFound(format!("no job definition {def_id:?}")))?;
             if let Err(e) = &l.plan {
                 return Err(EngineError::Invalid(format!("definition {def_id:?} is invalid: {e}")));
+            }
+            if !self.enabled(&l.def) {
+                return Err(EngineError::Conflict(format!(
+                    "definition {def_id:?} is disabled; enable it first (POST /api/job-definitions/{def_id}/enable)"
+                )));
             }
             l.def.clone()
         };
@@ -392,13 +423,13 @@ impl Engine {
     }
 
     /// `GET /api/jobs`: managers (newest first), a manager's steps, or a step's children.
-    pub fn list_jobs(
-        &self,
-        parent: Option<&str>,
-        statuses: &[JobStatus],
-        limit: usize,
-        offset: usize,
-    ) -> Result<(Vec<Job>, u64)> {
+    pub fn list_jobs(&self, q: &read::JobsQuery) -> Result<(Vec<Job>, u64)> {
+        let (parent, statuses, limit, offset) = (q.parent.as_deref(), &q.statuses, q.limit, q.offset);
+        // Steps and children belong to their manager's definition and tags.
+        let run_matches = |m: &ManagerRecord| {
+            q.definition.as_ref().is_none_or(|d| &m.definition_id == d)
+                && q.tag.as_ref().is_none_or(|t| m.definition.tags.contains(t))
+        };
         let keep = |s: JobStatus| statuses.is_empty() || statuses.contains(&s);
         let mut total = 0u64;
         let mut out = Vec::new();
@@ -416,12 +447,17 @@ impl Engine {
                     self.live.lock().expect("live").iter().map(|(n, l)| (*n, l.snapshot())).collect();
                 self.store.for_each_manager_desc(&mut |m: ManagerRecord| {
                     let m = live.get(&m.num).cloned().unwrap_or(m);
-                    take(manager_job(&m));
+                    if run_matches(&m) {
+                        take(manager_job(&m));
+                    }
                     true
                 })?;
             }
             Some(id) => {
                 let (path, m) = self.resolve(id)?;
+                if !run_matches(&m) {
+                    return Ok((out, total));
+                }
                 match path.kind() {
                     JobKind::Manager => {
                         for i in 1..=m.steps.len() as u32 {
@@ -589,7 +625,10 @@ impl Engine {
     }
 }
 
-fn definition_info(l: &Loaded) -> DefinitionInfo {
+/// The setting key of a definition's enabled switch: `definition.enabled.<id>`.
+const ENABLED_PREFIX: &str = "definition.enabled.";
+
+fn definition_info(l: &Loaded, enabled: bool) -> DefinitionInfo {
     DefinitionInfo {
         id: l.def.id.clone(),
         name: if l.def.name.is_empty() { l.def.id.clone() } else { l.def.name.clone() },
@@ -600,6 +639,8 @@ fn definition_info(l: &Loaded) -> DefinitionInfo {
         source: l.source.wire(),
         timeout: l.def.timeout.clone(),
         params: l.def.params.clone(),
+        tags: l.def.tags.clone(),
+        enabled,
     }
 }
 
@@ -704,6 +745,7 @@ pub fn manager_job(m: &ManagerRecord) -> Job {
         steps: Some((1..=m.steps.len() as u32).map(|i| step_summary(m, i)).collect()),
         params: m.params.clone(),
         scheduled_at: m.scheduled_ms.map(rfc3339),
+        tags: m.definition.tags.clone(),
         attempt: None,
         max_attempts: None,
         next_attempt_at: None,
@@ -730,6 +772,7 @@ pub fn step_job(m: &ManagerRecord, step: u32) -> Job {
         steps: None,
         params: Default::default(),
         scheduled_at: None,
+        tags: Vec::new(),
         attempt,
         max_attempts,
         next_attempt_at,
@@ -755,6 +798,7 @@ pub fn child_job(m: &ManagerRecord, c: &ChildRecord) -> Job {
         steps: None,
         params: Default::default(),
         scheduled_at: None,
+        tags: Vec::new(),
         attempt,
         max_attempts,
         next_attempt_at,

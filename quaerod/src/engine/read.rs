@@ -21,6 +21,10 @@ pub struct JobsQuery {
     pub statuses: Vec<JobStatus>,
     pub limit: usize,
     pub offset: usize,
+    /// Only runs of this definition.
+    pub definition: Option<String>,
+    /// Only runs of definitions with this tag.
+    pub tag: Option<String>,
 }
 
 /// `GET /api/jobs/{id}/logs`, parsed.
@@ -50,10 +54,9 @@ impl Engine {
     pub async fn jobs_page(self: &Arc<Self>, q: JobsQuery) -> Result<JobsList> {
         let eng = self.clone();
         let (limit, offset) = (q.limit as u64, q.offset as u64);
-        let (jobs, total_count) =
-            tokio::task::spawn_blocking(move || eng.list_jobs(q.parent.as_deref(), &q.statuses, q.limit, q.offset))
-                .await
-                .map_err(|e| EngineError::Internal(e.to_string()))??;
+        let (jobs, total_count) = tokio::task::spawn_blocking(move || eng.list_jobs(&q))
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))??;
         Ok(JobsList { jobs, total_count, limit, offset })
     }
 

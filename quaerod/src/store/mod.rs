@@ -193,6 +193,10 @@ pub trait Store: Send + Sync {
     fn delete_definition(&self, id: &str) -> Result<bool>;
     /// Definitions created over the API.
     fn definitions(&self) -> Result<Vec<JobDefinition>>;
+    /// Keeps a setting across restarts (`None` removes it).
+    fn put_setting(&self, key: &str, value: Option<&str>) -> Result<()>;
+    /// Every setting kept, by key.
+    fn settings(&self) -> Result<std::collections::BTreeMap<String, String>>;
     /// Bytes the store occupies on disk.
     fn size_on_disk(&self) -> u64;
 }

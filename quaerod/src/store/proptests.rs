@@ -364,6 +364,8 @@ fn manager_record(num: u64, steps: u32) -> ManagerRecord {
                 })
                 .collect(),
             params: Default::default(),
+            tags: Vec::new(),
+            enabled: true,
         },
         params: Default::default(),
         scheduled_ms: None,

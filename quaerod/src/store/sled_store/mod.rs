@@ -95,6 +95,8 @@ pub(super) struct SledStore {
     events: sled::Tree,
     meta: sled::Tree,
     definitions: sled::Tree,
+    /// Settings kept across restarts (a definition enabled or disabled).
+    settings: sled::Tree,
     /// Bounded so that producers feel back-pressure when ingest outruns the disk, instead
     /// of queueing without limit in memory.
     tx: mpsc::Sender<WriteOp>,
@@ -214,7 +216,7 @@ impl SledStore {
             .map_err(|e| o.sled(e))?;
         let tree = |name: &str| db.open_tree(name).map_err(|e| o.sled(e));
         let (managers, children, events) = (tree("managers")?, tree("children")?, tree("events")?);
-        let (meta, definitions) = (tree("meta")?, tree("definitions")?);
+        let (meta, definitions, settings) = (tree("meta")?, tree("definitions")?, tree("settings")?);
 
         o.check_format(&db, &meta, had_db)?;
         let instance = o.instance(&db, &meta)?;
@@ -251,6 +253,7 @@ impl SledStore {
             events,
             meta,
             definitions,
+            settings,
             tx,
             counters,
             versions,
@@ -405,6 +408,24 @@ impl Store for SledStore {
     }
 
     /// Bytes the database occupies on disk.
+    fn put_setting(&self, key: &str, value: Option<&str>) -> Result<()> {
+        match value {
+            Some(v) => self.settings.insert(key.as_bytes(), v.as_bytes()).map(drop)?,
+            None => self.settings.remove(key.as_bytes()).map(drop)?,
+        }
+        self.settings.flush()?;
+        Ok(())
+    }
+
+    fn settings(&self) -> Result<std::collections::BTreeMap<String, String>> {
+        let mut out = std::collections::BTreeMap::new();
+        for item in self.settings.iter() {
+            let (k, v) = item?;
+            out.insert(String::from_utf8_lossy(&k).into_owned(), String::from_utf8_lossy(&v).into_owned());
+        }
+        Ok(out)
+    }
+
     fn size_on_disk(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0)
     }
