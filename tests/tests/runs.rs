@@ -239,7 +239,7 @@ async fn a_disabled_definition_is_refused_until_enabled_also_across_a_restart_an
     assert_eq!(by_tag["total_count"], 2);
     assert_eq!(by_tag["jobs"][0]["tags"], json!(["nightly", "db"]));
     let (_, by_def) = api.get("/api/jobs?definition=web&status=completed").await;
-    assert_eq!(ids(&by_def), [w1.clone()]);
+    assert_eq!(ids(&by_def), vec![w1]);
     let (_, none) = api.get("/api/jobs?tag=db&status=failed").await;
     assert_eq!((none["total_count"].clone(), ids(&none).len()), (json!(0), 0));
     let (_, steps) = api.get(&format!("/api/jobs?parent_id={n1}&tag=db")).await;
