@@ -66,7 +66,7 @@ fn check_config(config: &Config) -> ExitCode {
     let mut bad = 0;
     for l in &loaded {
         let source = &l.source;
-        match &l.plan {
+        match &l.valid {
             Ok(_) => _ = writeln!(out, "  ok       {:<20} {source}", l.def.id),
             Err(e) => {
                 bad += 1;

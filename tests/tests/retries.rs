@@ -144,4 +144,7 @@ async fn a_waiting_retry_keeps_its_attempt_and_time_across_kill_9_and_a_cancel_e
     assert_eq!(api.wait_terminal(&m, 10).await, "cancelled");
     let said = messages(&api.all_events(&step, 1000).await);
     assert!(!said.iter().any(|l| l == "attempt 2/3 started"), "{said:?}");
+    let (_, s) = api.get(&format!("/api/jobs/{step}")).await;
+    assert_eq!(s["status"], "cancelled", "{s}");
+    assert!(s.get("next_attempt_at").is_none(), "a finished step waits for nothing: {s}");
 }

@@ -97,6 +97,31 @@ async fn a_bad_request_to_run_is_a_400_naming_what_is_wrong_and_starts_nothing()
     assert_eq!(s, 400);
     assert!(b["error"].as_str().unwrap().contains("takes no parameters"), "{b}");
 
+    // Trailing bytes after the JSON object are not ignored.
+    let r = api
+        .http()
+        .post(d.url("/api/job-definitions/deploy/execute"))
+        .header("content-type", "application/json")
+        .body(r#"{"params": {"target": "a"}} and more"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 400);
+
+    // A required parameter can stand for a whole URL: the definition is listed valid, and
+    // each run's value is checked when it runs.
+    let fetch = json!({"id": "fetch", "params": {"url": {"description": "what to fetch"}},
+        "steps": [{"name": "get", "type": "http_fetch", "config": {"urls": ["{params.url}"]}}]});
+    let (s, b) = api.post("/api/job-definitions", fetch).await;
+    assert_eq!((s, b["valid"].clone()), (201, json!(true)), "{b}");
+    let (s, b) = api.post("/api/job-definitions/fetch/execute", json!({"params": {"url": "ftp://x"}})).await;
+    assert_eq!(s, 400);
+    assert!(b["error"].as_str().unwrap().starts_with("steps[0].config.urls[0]:"), "{b}");
+    let health = d.url("/api/health");
+    let (s, b) = api.post("/api/job-definitions/fetch/execute", json!({"params": {"url": health}})).await;
+    assert_eq!(s, 202, "{b}");
+    assert_eq!(api.wait_terminal(b["job_id"].as_str().unwrap(), 30).await, "completed");
+
     // A placeholder that names no parameter makes the definition invalid, naming where.
     let bad = json!({"id": "typo", "params": {"env": "a"},
         "steps": [{"name": "c", "type": "command", "config": {"argv": ["echo", "{params.evn}"]}}]});
@@ -244,4 +269,13 @@ async fn a_disabled_definition_is_refused_until_enabled_also_across_a_restart_an
     assert_eq!((none["total_count"].clone(), ids(&none).len()), (json!(0), 0));
     let (_, steps) = api.get(&format!("/api/jobs?parent_id={n1}&tag=db")).await;
     assert_eq!(steps["total_count"], 1, "a run's steps carry its tags: {steps}");
+
+    // A definition deleted and made again starts from its own `enabled`, not the old switch.
+    let api_def = json!({"id": "made", "steps": [{"name": "e", "type": "emit", "config": {"count": 1}}]});
+    assert_eq!(api.post("/api/job-definitions", api_def.clone()).await.0, 201);
+    assert_eq!(api.post("/api/job-definitions/made/disable", json!({})).await.0, 200);
+    assert_eq!(api.delete("/api/job-definitions/made").await.0, 200);
+    let (s, b) = api.post("/api/job-definitions", api_def).await;
+    assert_eq!((s, b["enabled"].clone()), (201, json!(true)), "{b}");
+    assert_eq!(api.post("/api/job-definitions/made/execute", json!({})).await.0, 202);
 }

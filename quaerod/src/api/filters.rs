@@ -292,10 +292,10 @@ where
 {
     whole_body().and_then(|bytes: Vec<u8>| async move {
         if bytes.is_empty() {
-            return Ok(T::default());
+            return Ok::<T, Rejection>(T::default());
         }
         let mut de = serde_json::Deserializer::from_slice(&bytes);
-        serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let value: T = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let inner = e.inner().to_string();
             // serde's words for a value of none of a parameter's types.
             let inner = if inner.contains("untagged enum ParamValue") {
@@ -307,7 +307,9 @@ where
                 "." => ApiError::bad_request(format!("body: {inner}")),
                 path => ApiError::bad_request(format!("{path}: {inner}")),
             }
-        })
+        })?;
+        de.end().map_err(|e| ApiError::bad_request(format!("body: {e}")))?;
+        Ok(value)
     })
 }
 

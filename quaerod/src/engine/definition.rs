@@ -289,9 +289,43 @@ fn substitute(text: &str, params: &Params) -> Result<String, String> {
     Ok(out)
 }
 
-/// Validates a definition as it is listed: parameters take their defaults, and a required
-/// one a stand-in value, so that `{params.NAME}` is checked wherever it is written. A run
-/// is validated again with its own values ([`plan_with`]).
+/// Checks a definition as it is listed: [`validate`], except that a field holding a
+/// required parameter can only be checked with a run's value (`urls = ["{params.url}"]`):
+/// an error there waits for execute, which validates each run with its own values.
+pub fn check(def: &JobDefinition) -> Result<(), String> {
+    let Err(e) = validate(def) else { return Ok(()) };
+    let required: HashSet<&str> =
+        def.params.iter().filter(|(_, spec)| spec.default_text().is_none()).map(|(n, _)| n.as_str()).collect();
+    let mut deferred = Vec::new();
+    for (i, s) in def.steps.iter().enumerate() {
+        placeholder_paths(&s.config, &format!("steps[{i}].config"), &required, &mut deferred);
+    }
+    if deferred.iter().any(|p| e.starts_with(&format!("{p}:"))) { Ok(()) } else { Err(e) }
+}
+
+/// Where under `v` a text value names one of `names` (`{params.NAME}`).
+fn placeholder_paths(v: &serde_json::Value, at: &str, names: &HashSet<&str>, out: &mut Vec<String>) {
+    match v {
+        serde_json::Value::String(s) if names.iter().any(|n| s.contains(&format!("{{params.{n}}}"))) => {
+            out.push(at.to_string());
+        }
+        serde_json::Value::Array(items) => {
+            for (j, item) in items.iter().enumerate() {
+                placeholder_paths(item, &format!("{at}[{j}]"), names, out);
+            }
+        }
+        serde_json::Value::Object(map) => {
+            for (k, item) in map {
+                placeholder_paths(item, &format!("{at}.{k}"), names, out);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Validates a definition with its defaults, and a stand-in value (`x`) for a required
+/// parameter, so that `{params.NAME}` is checked wherever it is written. A run is
+/// validated again with its own values ([`plan_with`]).
 pub fn validate(def: &JobDefinition) -> Result<Plan, String> {
     if def.params.len() > MAX_PARAMS {
         return Err(format!("params: at most {MAX_PARAMS} parameters"));
@@ -418,7 +452,8 @@ fn validate_step(at: &str, s: &StepDefinition) -> Result<StepPlan, String> {
 #[derive(Debug, Clone)]
 pub struct Loaded {
     pub def: JobDefinition,
-    pub plan: Result<Plan, String>,
+    /// Whether it [`check`]s out; each run is planned from `def` with its own values.
+    pub valid: Result<(), String>,
     pub source: Source,
     /// False for a file that did not parse: `def` is then a stand-in with the file's name as
     /// its id, and takes no part in the duplicate-id check.
@@ -475,8 +510,8 @@ pub fn load_dir(dir: &Path) -> Vec<Loaded> {
             .and_then(|t| toml::from_str::<JobDefinition>(&t).map_err(|e| e.to_string().trim().to_string()));
         let loaded = match parsed {
             Ok(def) => {
-                let plan = validate(&def);
-                Loaded { def, plan, source, parsed: true }
+                let valid = check(&def);
+                Loaded { def, valid, source, parsed: true }
             }
             Err(e) => Loaded {
                 def: JobDefinition {
@@ -489,7 +524,7 @@ pub fn load_dir(dir: &Path) -> Vec<Loaded> {
                     tags: Vec::new(),
                     enabled: true,
                 },
-                plan: Err(e),
+                valid: Err(e),
                 source,
                 parsed: false,
             },
@@ -511,11 +546,11 @@ pub fn load_dir(dir: &Path) -> Vec<Loaded> {
             files.join(", ")
         );
         for k in same {
-            out[k].plan = Err(error.clone());
+            out[k].valid = Err(error.clone());
         }
     }
     for l in &out {
-        if let Err(e) = &l.plan {
+        if let Err(e) = &l.valid {
             tracing::warn!(file = %l.source, error = %e, "job definition not loaded");
         }
     }
@@ -572,8 +607,8 @@ mod tests {
         let l = load_dir(dir.path());
         assert_eq!(l.len(), 2);
         let broken = l.iter().find(|l| l.def.id == "broken").unwrap();
-        assert!(broken.plan.is_err());
-        assert!(l.iter().find(|l| l.def.id == "good").unwrap().plan.is_ok());
+        assert!(broken.valid.is_err());
+        assert!(l.iter().find(|l| l.def.id == "good").unwrap().valid.is_ok());
     }
 
     /// A file that parses but has no steps still claims its id: the id is defined twice and
@@ -586,7 +621,7 @@ mod tests {
         let l = load_dir(dir.path());
         assert_eq!(l.len(), 2);
         for d in &l {
-            let e = d.plan.as_ref().unwrap_err();
+            let e = d.valid.as_ref().unwrap_err();
             assert!(e.contains("more than one file") && e.contains("a.toml") && e.contains("b.toml"), "{e}");
         }
         assert_eq!(l[0].source.wire(), format!("file:{}", dir.path().join("a.toml").display()));

@@ -140,8 +140,8 @@ impl Engine {
             map.entry(l.def.id.clone()).or_insert(l);
         }
         for def in self.store.definitions()? {
-            let plan = definition::validate(&def);
-            map.insert(def.id.clone(), Loaded { def, plan, source: Source::Api, parsed: true });
+            let valid = definition::check(&def);
+            map.insert(def.id.clone(), Loaded { def, valid, source: Source::Api, parsed: true });
         }
         *self.definitions.write().expect("definitions") = map;
         let overrides = self.store.settings()?;
@@ -170,6 +170,14 @@ impl Engine {
         self.enabled_overrides.read().expect("overrides").get(&def.id).copied().unwrap_or(def.enabled)
     }
 
+    /// Drops what enable/disable set for `id`.
+    fn forget_enabled(&self, id: &str) -> Result<()> {
+        if self.enabled_overrides.write().expect("overrides").remove(id).is_some() {
+            self.store.put_setting(&format!("{ENABLED_PREFIX}{id}"), None)?;
+        }
+        Ok(())
+    }
+
     fn info(&self, l: &Loaded) -> DefinitionInfo {
         definition_info(l, self.enabled(&l.def))
     }
@@ -184,9 +192,11 @@ impl Engine {
     }
 
     pub fn put_definition(&self, def: JobDefinition) -> Result<DefinitionInfo> {
-        let plan = definition::validate(&def).map_err(EngineError::Invalid)?;
+        definition::check(&def).map_err(EngineError::Invalid)?;
         self.store.put_definition(&def)?;
-        let loaded = Loaded { def, plan: Ok(plan), source: Source::Api, parsed: true };
+        // A definition posted anew says itself whether it is enabled.
+        self.forget_enabled(&def.id)?;
+        let loaded = Loaded { def, valid: Ok(()), source: Source::Api, parsed: true };
         let info = self.info(&loaded);
         self.definitions.write().expect("definitions").insert(loaded.def.id.clone(), loaded);
         Ok(info)
@@ -203,6 +213,8 @@ impl Engine {
             Some(_) => {
                 self.store.delete_definition(id)?;
                 defs.remove(id);
+                // A later definition with this id starts from its own `enabled`.
+                self.forget_enabled(id)?;
                 Ok(())
             }
         }
@@ -214,7 +226,7 @@ impl Engine {
         let def = {
             let defs = self.definitions.read().expect("definitions");
             let l = defs.get(def_id).ok_or_else(|| EngineError::NotFound(format!("no job definition {def_id:?}")))?;
-            if let Err(e) = &l.plan {
+            if let Err(e) = &l.valid {
                 return Err(EngineError::Invalid(format!("definition {def_id:?} is invalid: {e}")));
             }
             if !self.enabled(&l.def) {
@@ -330,7 +342,10 @@ impl Engine {
                         _ => format!("quaerod restarted: resuming this job (it was {was} when the daemon stopped)"),
                     };
                     let path = JobPath::manager(m.num);
-                    self.manager_event(path, quaero_shared::Level::Warn, msg).await;
+                    // A delayed run that never started has nothing to resume: it waits on.
+                    if m.started_ms.is_some() {
+                        self.manager_event(path, quaero_shared::Level::Warn, msg).await;
+                    }
                     self.spawn_manager(m, Arc::new(plan));
                 }
                 Err(e) => {
@@ -343,6 +358,7 @@ impl Engine {
                     for s in m.steps.iter_mut().filter(|s| !s.status.is_terminal()) {
                         s.status = JobStatus::Failed;
                         s.finished_ms = Some(now);
+                        s.next_attempt_ms = None;
                     }
                     for i in 0..m.steps.len() {
                         self.fail_stale_children(m.num, i as u32 + 1).await?;
@@ -369,6 +385,7 @@ impl Engine {
                 c.status = JobStatus::Failed;
                 c.error = Some("quaerod restarted while this job ran".into());
                 c.finished_ms = Some(now);
+                c.next_attempt_ms = None;
                 c
             })
             .collect();
@@ -634,8 +651,8 @@ fn definition_info(l: &Loaded, enabled: bool) -> DefinitionInfo {
         name: if l.def.name.is_empty() { l.def.id.clone() } else { l.def.name.clone() },
         description: l.def.description.clone(),
         steps: l.def.steps.clone(),
-        valid: l.plan.is_ok(),
-        error: l.plan.as_ref().err().cloned(),
+        valid: l.valid.is_ok(),
+        error: l.valid.as_ref().err().cloned(),
         source: l.source.wire(),
         timeout: l.def.timeout.clone(),
         params: l.def.params.clone(),

@@ -173,6 +173,7 @@ pub(super) async fn run_manager(engine: Arc<Engine>, live: Arc<LiveManager>) {
             if !s.status.is_terminal() {
                 s.status = skipped_status;
                 s.finished_ms = Some(now);
+                s.next_attempt_ms = None;
                 s.error = Some("not run: an earlier step ended the job".into());
                 newly_skipped.push(k as u32 + 1);
             }
@@ -296,6 +297,7 @@ async fn run_step(ctx: &Ctx, i: u32) -> StepEnd {
         s.status = status;
         s.error = error;
         s.finished_ms = Some(now_ms());
+        s.next_attempt_ms = None;
     })
     .await;
     engine.status_change(&live.snapshot(), i);
@@ -344,7 +346,7 @@ async fn run_step_unit(ctx: &Ctx, i: u32, plan: &StepPlan) -> Outcome {
             sink.send(Level::Info, msg).await;
         }
         let attempt = cancel.child_token();
-        let o = with_timeout(policy.timeout, &attempt, run_unit(engine, plan, None, &sink, &attempt)).await;
+        let o = with_timeout(policy.timeout, &cancel, &attempt, run_unit(engine, plan, None, &sink, &attempt)).await;
         drop(permit);
         match o {
             Err(Failure::Failed(e)) if !cancel.is_cancelled() => match tries.failed(&e) {
@@ -597,7 +599,7 @@ impl Child {
             }
             let attempt = token.child_token();
             let run = run_unit(&engine, &plan, Some((index, &item)), &sink, &attempt);
-            let o = with_timeout(policy.timeout, &attempt, run).await;
+            let o = with_timeout(policy.timeout, &token, &attempt, run).await;
             drop(permit);
             match o {
                 Err(Failure::Failed(e)) if !token.is_cancelled() => match tries.failed(&e) {
@@ -700,6 +702,7 @@ impl<'a> Attempts<'a> {
 /// with a timeout, unless the whole job was cancelled meanwhile.
 async fn with_timeout(
     timeout: Option<Duration>,
+    job: &CancellationToken,
     attempt: &CancellationToken,
     run: impl std::future::Future<Output = Outcome>,
 ) -> Outcome {
@@ -712,6 +715,8 @@ async fn with_timeout(
     attempt.cancel();
     let stopped = run.await;
     match stopped {
+        // Cancelled while its command was being stopped: a cancel, not a timeout.
+        Err(Failure::Cancelled) if job.is_cancelled() => Err(Failure::Cancelled),
         Err(Failure::Cancelled) => {
             Err(Failure::Failed(format!("timed out after {}", humantime::format_duration(limit))))
         }
