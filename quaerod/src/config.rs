@@ -27,6 +27,8 @@ macro_rules! keys {
             $( $(#[doc = $doc])+ pub $field: $ty, )+
             /// `--recover`: move an unreadable data directory aside and start empty.
             pub recover: bool,
+            /// `[queues.<name>] concurrency = N` (file only): named queues beside `default`.
+            pub queues: BTreeMap<String, usize>,
         }
 
         /// Every key, as the layers and the flags know it.
@@ -36,7 +38,7 @@ macro_rules! keys {
 
         impl Config {
             fn from_layers(layers: &Layers) -> Result<Config, ConfigError> {
-                Ok(Config { $( $field: layers.parse($key, $parse)?, )+ recover: false })
+                Ok(Config { $( $field: layers.parse($key, $parse)?, )+ recover: false, queues: BTreeMap::new() })
             }
         }
     };
@@ -293,8 +295,9 @@ impl Config {
 
     pub fn load_with_env(cli: &Cli, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
         let mut layers = Layers::default();
+        let mut queues = BTreeMap::new();
         if let Some(path) = &cli.config {
-            file_layer(path, &mut layers)?;
+            queues = file_layer(path, &mut layers)?;
         }
         let env: BTreeMap<String, String> = env.into_iter().collect();
         for k in KEYS {
@@ -309,12 +312,15 @@ impl Config {
         }
         let mut config = Self::from_layers(&layers)?;
         config.recover = cli.recover;
+        config.queues = queues;
         Ok(config)
     }
 }
 
-/// The file's keys as text; a key that is not declared is an error naming it.
-fn file_layer(path: &std::path::Path, layers: &mut Layers) -> Result<(), ConfigError> {
+/// The file's keys as text; a key that is not declared is an error naming it. Returns the
+/// named queues (`[queues.<name>] concurrency = N`), which only the file declares.
+fn file_layer(path: &std::path::Path, layers: &mut Layers) -> Result<BTreeMap<String, usize>, ConfigError> {
+    let mut queues = BTreeMap::new();
     let shown = path.display().to_string();
     let text =
         std::fs::read_to_string(path).map_err(|e| ConfigError::File { path: shown.clone(), message: e.to_string() })?;
@@ -324,6 +330,17 @@ fn file_layer(path: &std::path::Path, layers: &mut Layers) -> Result<(), ConfigE
         let Some(inner) = v.as_table() else {
             return Err(ConfigError::UnknownKey { key: section, path: shown });
         };
+        if section == "queues" {
+            for (name, q) in inner {
+                let (n, c) = parse_queue(name, q).map_err(|(key, message)| ConfigError::Invalid {
+                    key,
+                    source_name: shown.clone(),
+                    message,
+                })?;
+                queues.insert(n, c);
+            }
+            continue;
+        }
         for (k, v) in inner {
             let full = format!("{section}.{k}");
             let Some(key) = Key::find(&full) else {
@@ -336,7 +353,32 @@ fn file_layer(path: &std::path::Path, layers: &mut Layers) -> Result<(), ConfigE
             layers.set(key.name, text, shown.clone());
         }
     }
-    Ok(())
+    Ok(queues)
+}
+
+/// `[queues.<name>]`: its name and concurrency, or (the key at fault, why).
+fn parse_queue(name: &str, v: &toml::Value) -> Result<(String, usize), (String, String)> {
+    let at = format!("queues.{name}");
+    if name.is_empty()
+        || name.len() > 64
+        || !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+    {
+        return Err((at, format!("{name:?}: a queue name is 1 to 64 of a-z, 0-9, _ and -")));
+    }
+    if name == "default" {
+        return Err((at, "the default queue is sized by [queue] concurrency".into()));
+    }
+    let table =
+        v.as_table().ok_or_else(|| (at.clone(), "must be a table: [queues.NAME] concurrency = N".to_string()))?;
+    if let Some(k) = table.keys().find(|k| *k != "concurrency") {
+        return Err((format!("{at}.{k}"), "unknown key (a queue has concurrency only)".into()));
+    }
+    let c = table.get("concurrency").ok_or_else(|| (format!("{at}.concurrency"), "missing".to_string()))?;
+    let text = match c {
+        toml::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    parse_concurrency(text.trim()).map(|n| (name.to_string(), n)).map_err(|m| (format!("{at}.concurrency"), m))
 }
 
 #[cfg(test)]

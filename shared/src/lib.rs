@@ -400,6 +400,10 @@ pub struct JobDefinition {
     /// replaced by the run's value (docs/jobs.md).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub params: BTreeMap<String, ParamSpec>,
+    /// The named queue its work runs on (`[queues.<name>]` in the config); `default` when
+    /// absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
     /// Labels to find its runs by (`GET /api/jobs?tag=…`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
@@ -605,6 +609,30 @@ pub struct RerunResponse {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ExecuteResponse {
     pub job_id: String,
+}
+
+/// One named queue, as `GET /api/queues` lists it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct QueueInfo {
+    pub name: String,
+    /// Units of work (a step without children, or a child) it runs at once.
+    pub concurrency: u64,
+    /// A paused queue starts nothing new; what runs goes on.
+    pub paused: bool,
+    /// Runs waiting for it to resume, and units waiting for a free slot.
+    pub pending: u64,
+    /// Units running now.
+    pub running: u64,
+    /// Units that ended in the last 60 seconds.
+    pub completed_last_minute: u64,
+}
+
+/// `GET /api/queues`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct QueuesList {
+    pub queues: Vec<QueueInfo>,
 }
 
 /// `DELETE /api/job-definitions/{id}`.

@@ -173,7 +173,7 @@ async fn a_delayed_run_waits_pending_keeps_its_time_across_a_restart_and_can_be_
     assert!(job["started_at"].is_null(), "{job}");
     assert_eq!(job["steps"][0]["status"], "cancelled");
     let said = messages(&api.all_events(&later, 100).await);
-    assert!(said.contains(&"job cancelled before its scheduled start".to_string()), "{said:?}");
+    assert!(said.contains(&"job cancelled before it started".to_string()), "{said:?}");
     assert!(!said.iter().any(|l| l.starts_with("job started")), "{said:?}");
 
     // A time already past starts at once.

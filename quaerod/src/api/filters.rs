@@ -47,7 +47,7 @@ impl Segment {
     fn parse(template_segment: &str) -> Segment {
         match template_segment {
             "{job_id}" => Segment::Param(|s| quaero_shared::JobPath::parse(s).is_some()),
-            "{definition_id}" => Segment::Param(|s| {
+            "{definition_id}" | "{queue}" => Segment::Param(|s| {
                 s.len() <= crate::engine::definition::MAX_ID_LEN
                     && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
             }),
@@ -379,6 +379,21 @@ fn openapi(c: &Ctx) -> BoxedFilter<(warp::reply::Response,)> {
     endpoint0::<handlers::__path_openapi>().and(auth(c.token.clone())).and_then(handlers::openapi).boxed()
 }
 
+/// GET /api/queues
+fn queues(c: &Ctx) -> BoxedFilter<(warp::reply::Response,)> {
+    endpoint0::<handlers::__path_queues>().and(c.guarded()).and_then(handlers::queues).boxed()
+}
+
+/// POST /api/queues/{queue}/pause
+fn pause_queue(c: &Ctx) -> BoxedFilter<(warp::reply::Response,)> {
+    endpoint1::<handlers::__path_pause_queue>().and(c.mutation()).and_then(handlers::pause_queue).boxed()
+}
+
+/// POST /api/queues/{queue}/resume
+fn resume_queue(c: &Ctx) -> BoxedFilter<(warp::reply::Response,)> {
+    endpoint1::<handlers::__path_resume_queue>().and(c.mutation()).and_then(handlers::resume_queue).boxed()
+}
+
 /// GET /api/jobs/stats
 fn stats(c: &Ctx) -> BoxedFilter<(warp::reply::Response,)> {
     endpoint0::<handlers::__path_stats>().and(c.guarded()).and_then(handlers::stats).boxed()
@@ -505,6 +520,12 @@ pub fn api(
         .or(enable_definition(&c))
         .unify()
         .or(disable_definition(&c))
+        .unify()
+        .or(queues(&c))
+        .unify()
+        .or(pause_queue(&c))
+        .unify()
+        .or(resume_queue(&c))
         .unify()
 }
 

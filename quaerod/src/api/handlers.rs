@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use quaero_shared::{
     CancelResponse, DefinitionDeleted, DefinitionInfo, DefinitionsList, DeleteResponse, ErrorBody, ExecuteRequest,
-    ExecuteResponse, Health, Job, JobDefinition, JobStatus, JobsList, Level, LogsResponse, Order, RerunResponse, Stats,
+    ExecuteResponse, Health, Job, JobDefinition, JobStatus, JobsList, Level, LogsResponse, Order, QueueInfo,
+    QueuesList, RerunResponse, Stats,
 };
 use warp::Rejection;
 use warp::http::StatusCode;
@@ -242,6 +243,32 @@ pub async fn enable_definition(id: String, eng: Arc<Engine>) -> Reply {
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
 pub async fn disable_definition(id: String, eng: Arc<Engine>) -> Reply {
     eng.set_enabled(&id, false).map(|d| json(StatusCode::OK, &d)).map_err(reject)
+}
+
+/// Every queue: its slots, whether it is paused, and what waits and runs on it.
+#[utoipa::path(get, path = "/api/queues", tag = "queues", security(("bearer" = []), ()),
+    responses((status = 200, body = QueuesList), (status = 401, body = ErrorBody)))]
+pub async fn queues(eng: Arc<Engine>) -> Reply {
+    Ok(json(StatusCode::OK, &QueuesList { queues: eng.queues() }))
+}
+
+/// Pauses a queue: it starts nothing new (runs on it stay pending, units wait for a slot);
+/// what runs goes on. Kept across restarts.
+#[utoipa::path(post, path = "/api/queues/{queue}/pause", tag = "queues", security(("bearer" = []), ()),
+    params(("queue" = String, Path, pattern = r"^[a-z0-9_-]{1,64}$")), request_body(content = Object, description = "`{}` or nothing", content_type = "application/json"),
+    responses((status = 200, description = "the queue, now paused", body = QueueInfo), (status = 400, description = "a body that is not a JSON object", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+pub async fn pause_queue(name: String, eng: Arc<Engine>) -> Reply {
+    eng.set_queue_paused(&name, true).map(|q| json(StatusCode::OK, &q)).map_err(reject)
+}
+
+/// Resumes a paused queue.
+#[utoipa::path(post, path = "/api/queues/{queue}/resume", tag = "queues", security(("bearer" = []), ()),
+    params(("queue" = String, Path, pattern = r"^[a-z0-9_-]{1,64}$")), request_body(content = Object, description = "`{}` or nothing", content_type = "application/json"),
+    responses((status = 200, description = "the queue, now running", body = QueueInfo), (status = 400, description = "a body that is not a JSON object", body = ErrorBody),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
+pub async fn resume_queue(name: String, eng: Arc<Engine>) -> Reply {
+    eng.set_queue_paused(&name, false).map(|q| json(StatusCode::OK, &q)).map_err(reject)
 }
 
 /// The Prometheus text format.

@@ -358,8 +358,11 @@ mod tests {
         let served = filters::documented_routes();
         assert_eq!(served, documented, "routes the router serves vs operations the document lists");
         for (method, path) in &documented {
-            let concrete =
-                path.replace("{job_id}", "m1").replace("{definition_id}", "three").replace("{file}", "queue.js");
+            let concrete = path
+                .replace("{job_id}", "m1")
+                .replace("{definition_id}", "three")
+                .replace("{file}", "queue.js")
+                .replace("{queue}", "default");
             let r = warp::test::request()
                 .method(&method.to_uppercase())
                 .path(&concrete)

@@ -35,6 +35,9 @@ use super::handlers;
         handlers::execute,
         handlers::enable_definition,
         handlers::disable_definition,
+        handlers::queues,
+        handlers::pause_queue,
+        handlers::resume_queue,
         handlers::metrics,
         crate::ws::route,
         crate::assets::root,
@@ -46,6 +49,7 @@ use super::handlers;
     tags(
         (name = "jobs", description = "Managers, steps, child jobs and their events"),
         (name = "definitions", description = "Job definitions and running them"),
+        (name = "queues", description = "Named queues: their slots, pause and resume"),
         (name = "daemon", description = "Health, metrics, this document, the WebSocket and the dashboard"),
     )
 )]

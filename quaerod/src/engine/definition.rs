@@ -335,6 +335,13 @@ pub fn validate(def: &JobDefinition) -> Result<Plan, String> {
             return Err(format!("params.{name}: a name is 1 to 64 of a-z, A-Z, 0-9 and _"));
         }
     }
+    if let Some(q) = &def.queue
+        && (q.is_empty()
+            || q.len() > 64
+            || !q.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-'))
+    {
+        return Err(format!("queue: {q:?} is not 1 to 64 of a-z, 0-9, _ and -"));
+    }
     if def.tags.len() > 32 {
         return Err("tags: at most 32".into());
     }
@@ -523,6 +530,7 @@ pub fn load_dir(dir: &Path) -> Vec<Loaded> {
                     params: Default::default(),
                     tags: Vec::new(),
                     enabled: true,
+                    queue: None,
                 },
                 valid: Err(e),
                 source,

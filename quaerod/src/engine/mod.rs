@@ -7,6 +7,7 @@
 
 pub mod definition;
 mod leftovers;
+pub mod queues;
 mod read;
 mod run;
 pub mod runners;
@@ -20,7 +21,6 @@ use quaero_shared::{
     ChildCounts, DefinitionInfo, ExecuteRequest, Job, JobDefinition, JobKind, JobPath, JobStatus, JobStatusChange,
     StepSummary,
 };
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -69,6 +69,8 @@ pub struct LiveManager {
     pub cancel: CancellationToken,
     pub reason: Mutex<Option<StopReason>>,
     pub plan: Arc<Plan>,
+    /// The queue its work runs on.
+    pub queue: Arc<queues::Queue>,
     /// Tokens of the running steps' children, for cancelling one child.
     pub child_tokens: Mutex<HashMap<JobPath, CancellationToken>>,
 }
@@ -102,9 +104,9 @@ pub struct Engine {
     /// What enable/disable set, by definition id (stored as settings, so kept across restarts).
     enabled_overrides: RwLock<BTreeMap<String, bool>>,
     live: Mutex<HashMap<u64, Arc<LiveManager>>>,
-    /// The worker pool: one permit per unit of work (a child job, or a step that does not
-    /// fan out), so `concurrency` bounds what runs at once across all managers.
-    pool: Arc<Semaphore>,
+    /// The named queues (`default` always), each with its own worker slots: one per unit
+    /// of work (a child job, or a step that does not fan out).
+    queues: BTreeMap<String, Arc<queues::Queue>>,
     http: reqwest::Client,
     /// Logs pages read for one client and shared with the others asking for the same.
     pages: PageCache,
@@ -119,7 +121,10 @@ impl Engine {
             .build()
             .expect("http client");
         Arc::new(Engine {
-            pool: Arc::new(Semaphore::new(config.concurrency)),
+            queues: std::iter::once((queues::DEFAULT.to_string(), config.concurrency))
+                .chain(config.queues.iter().map(|(n, c)| (n.clone(), *c)))
+                .map(|(n, c)| (n.clone(), queues::Queue::new(&n, c, false)))
+                .collect(),
             pages: PageCache::new(config.share_log_pages),
             store,
             aggregator,
@@ -143,8 +148,16 @@ impl Engine {
             let valid = definition::check(&def);
             map.insert(def.id.clone(), Loaded { def, valid, source: Source::Api, parsed: true });
         }
+        for l in map.values_mut() {
+            if let (Ok(()), Some(e)) = (&l.valid, self.queue_error(&l.def)) {
+                l.valid = Err(e);
+            }
+        }
         *self.definitions.write().expect("definitions") = map;
         let overrides = self.store.settings()?;
+        for (name, q) in &self.queues {
+            q.set_paused(overrides.get(&format!("{PAUSED_PREFIX}{name}")).is_some_and(|v| v == "true"));
+        }
         *self.enabled_overrides.write().expect("overrides") = overrides
             .iter()
             .filter_map(|(k, v)| Some((k.strip_prefix(ENABLED_PREFIX)?.to_string(), v == "true")))
@@ -170,6 +183,27 @@ impl Engine {
         self.enabled_overrides.read().expect("overrides").get(&def.id).copied().unwrap_or(def.enabled)
     }
 
+    /// Why `def` cannot run here: a queue this daemon does not have.
+    fn queue_error(&self, def: &JobDefinition) -> Option<String> {
+        let name = def.queue.as_deref()?;
+        let have: Vec<&str> = self.queues.keys().map(String::as_str).collect();
+        (!self.queues.contains_key(name))
+            .then(|| format!("queue: no queue {name:?} here (configured: {})", have.join(", ")))
+    }
+
+    /// Every queue with its counts.
+    pub fn queues(&self) -> Vec<quaero_shared::QueueInfo> {
+        self.queues.values().map(|q| q.info()).collect()
+    }
+
+    /// Pauses or resumes a queue, kept across restarts.
+    pub fn set_queue_paused(&self, name: &str, paused: bool) -> Result<quaero_shared::QueueInfo> {
+        let q = self.queues.get(name).ok_or_else(|| EngineError::NotFound(format!("no queue {name:?}")))?;
+        self.store.put_setting(&format!("{PAUSED_PREFIX}{name}"), paused.then_some("true"))?;
+        q.set_paused(paused);
+        Ok(q.info())
+    }
+
     /// Drops what enable/disable set for `id`.
     fn forget_enabled(&self, id: &str) -> Result<()> {
         if self.enabled_overrides.write().expect("overrides").remove(id).is_some() {
@@ -193,6 +227,9 @@ impl Engine {
 
     pub fn put_definition(&self, def: JobDefinition) -> Result<DefinitionInfo> {
         definition::check(&def).map_err(EngineError::Invalid)?;
+        if let Some(e) = self.queue_error(&def) {
+            return Err(EngineError::Invalid(e));
+        }
         self.store.put_definition(&def)?;
         // A definition posted anew says itself whether it is enabled.
         self.forget_enabled(&def.id)?;
@@ -295,7 +332,11 @@ impl Engine {
     }
 
     fn spawn_manager(self: &Arc<Self>, rec: ManagerRecord, plan: Arc<Plan>) {
+        let name = rec.definition.queue.as_deref().unwrap_or(queues::DEFAULT);
+        // A run stored on a queue the config no longer has goes to the default queue.
+        let queue = self.queues.get(name).unwrap_or_else(|| &self.queues[queues::DEFAULT]).clone();
         let live = Arc::new(LiveManager {
+            queue,
             num: rec.num,
             record: Mutex::new(rec),
             cancel: self.shutting_down.child_token(),
@@ -644,6 +685,8 @@ impl Engine {
 
 /// The setting key of a definition's enabled switch: `definition.enabled.<id>`.
 const ENABLED_PREFIX: &str = "definition.enabled.";
+/// The setting key of a paused queue: `queue.paused.<name>` = `true`.
+const PAUSED_PREFIX: &str = "queue.paused.";
 
 fn definition_info(l: &Loaded, enabled: bool) -> DefinitionInfo {
     DefinitionInfo {

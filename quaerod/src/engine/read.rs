@@ -101,9 +101,9 @@ impl Engine {
                 m.jobs.with_label_values(&[status]).set(n as i64);
             }
             m.queue_depth.set(stats.pending_jobs as i64);
-            let size = eng.config.concurrency;
-            m.workers.set(size as i64);
-            m.workers_busy.set(size.saturating_sub(eng.pool.available_permits()) as i64);
+            let queues = eng.queues.values();
+            m.workers.set(queues.clone().map(|q| q.concurrency as i64).sum());
+            m.workers_busy.set(queues.map(|q| q.running() as i64).sum());
             m.ws_clients.set(eng.aggregator.client_count() as i64);
             m.store_bytes.set(eng.store.size_on_disk() as i64);
             m.render()

@@ -193,27 +193,31 @@ pub(super) async fn run_manager(engine: Arc<Engine>, live: Arc<LiveManager>) {
     engine.aggregator.manager_finished(JobPath::manager(live.num));
 }
 
-/// A delayed run waits for its time (on tokio's clock, from the wall-clock time left, so a
-/// restart waits only for what is left). False when it was stopped while waiting.
+/// A run that has not started waits for its time if it was delayed (on tokio's clock, from
+/// the wall-clock time left, so a restart waits only for what is left), then for its queue
+/// if that is paused. False when it was stopped while waiting.
 async fn wait_for_start(ctx: &Ctx) -> bool {
     let (at, started) = {
         let r = ctx.live.record.lock().expect("record");
         (r.scheduled_ms, r.started_ms.is_some())
     };
-    let Some(at) = at.filter(|_| !started) else { return true };
-    let left = at - now_ms();
-    if left <= 0 {
+    if started {
         return true;
     }
-    tokio::select! {
-        _ = ctx.live.cancel.cancelled() => false,
-        _ = tokio::time::sleep(Duration::from_millis(left as u64)) => true,
+    let left = at.map_or(0, |at| at - now_ms());
+    if left > 0 {
+        tokio::select! {
+            _ = ctx.live.cancel.cancelled() => return false,
+            _ = tokio::time::sleep(Duration::from_millis(left as u64)) => {}
+        }
     }
+    // A run on a paused queue stays pending until the queue resumes.
+    ctx.live.queue.until_resumed(&ctx.live.cancel).await
 }
 
 /// A delayed run cancelled before its time: it and its steps end cancelled, never started.
 async fn cancel_before_start(ctx: &Ctx) {
-    ctx.event(0, Level::Info, "job cancelled before its scheduled start".into()).await;
+    ctx.event(0, Level::Info, "job cancelled before it started".into()).await;
     let mut steps = Vec::new();
     ctx.finish(|r| {
         let now = now_ms();
@@ -337,10 +341,7 @@ async fn run_step_unit(ctx: &Ctx, i: u32, plan: &StepPlan) -> Outcome {
         if !tries.wait(&cancel).await {
             return Err(Failure::Cancelled);
         }
-        let permit = tokio::select! {
-            p = engine.pool.clone().acquire_owned() => p.expect("pool never closes"),
-            _ = cancel.cancelled() => return Err(Failure::Cancelled),
-        };
+        let Some(permit) = live.queue.slot(&cancel).await else { return Err(Failure::Cancelled) };
         save(AttemptState { attempt: tries.state.attempt, next_ms: None }).await;
         if let Some(msg) = tries.started_message() {
             sink.send(Level::Info, msg).await;
@@ -348,6 +349,7 @@ async fn run_step_unit(ctx: &Ctx, i: u32, plan: &StepPlan) -> Outcome {
         let attempt = cancel.child_token();
         let o = with_timeout(policy.timeout, &cancel, &attempt, run_unit(engine, plan, None, &sink, &attempt)).await;
         drop(permit);
+        live.queue.unit_ended();
         match o {
             Err(Failure::Failed(e)) if !cancel.is_cancelled() => match tries.failed(&e) {
                 Some(msg) => {
@@ -583,10 +585,7 @@ impl Child {
             if !tries.wait(&token).await {
                 break Err(Failure::Cancelled);
             }
-            let permit = tokio::select! {
-                p = engine.pool.clone().acquire_owned() => p.expect("pool never closes"),
-                _ = token.cancelled() => break Err(Failure::Cancelled),
-            };
+            let Some(permit) = live.queue.slot(&token).await else { break Err(Failure::Cancelled) };
             if !started {
                 started = true;
                 rec.started_ms = Some(now_ms());
@@ -601,6 +600,7 @@ impl Child {
             let run = run_unit(&engine, &plan, Some((index, &item)), &sink, &attempt);
             let o = with_timeout(policy.timeout, &token, &attempt, run).await;
             drop(permit);
+            live.queue.unit_ended();
             match o {
                 Err(Failure::Failed(e)) if !token.is_cancelled() => match tries.failed(&e) {
                     Some(msg) => {

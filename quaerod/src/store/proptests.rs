@@ -366,6 +366,7 @@ fn manager_record(num: u64, steps: u32) -> ManagerRecord {
             params: Default::default(),
             tags: Vec::new(),
             enabled: true,
+            queue: None,
         },
         params: Default::default(),
         scheduled_ms: None,

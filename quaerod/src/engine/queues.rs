@@ -1,0 +1,174 @@
+//! Named queues: each has its own worker slots (`[queue] concurrency` for `default`,
+//! `[queues.<name>] concurrency` for the others). A unit of work (a step without children,
+//! or a child) takes a slot of its run's queue while it runs. A paused queue starts nothing
+//! new: a run on it stays pending, and no unit takes a slot until it resumes; what runs
+//! goes on.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use quaero_shared::QueueInfo;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+/// The queue every run without a `queue` goes to; it always exists.
+pub const DEFAULT: &str = "default";
+
+pub struct Queue {
+    pub name: String,
+    pub concurrency: usize,
+    slots: Arc<Semaphore>,
+    paused: watch::Sender<bool>,
+    /// Runs and units waiting on this queue (for it to resume, or for a slot).
+    waiting: AtomicU64,
+    /// When units ended, for the last minute.
+    ended: Mutex<VecDeque<Instant>>,
+}
+
+/// Counts a waiter for as long as it waits.
+struct Waiting<'a>(&'a AtomicU64);
+
+impl<'a> Waiting<'a> {
+    fn new(n: &'a AtomicU64) -> Self {
+        n.fetch_add(1, Ordering::Relaxed);
+        Waiting(n)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl Queue {
+    pub fn new(name: &str, concurrency: usize, paused: bool) -> Arc<Queue> {
+        Arc::new(Queue {
+            name: name.to_string(),
+            concurrency,
+            slots: Arc::new(Semaphore::new(concurrency)),
+            paused: watch::Sender::new(paused),
+            waiting: AtomicU64::new(0),
+            ended: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    pub fn is_paused(&self) -> bool {
+        *self.paused.borrow()
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.send_replace(paused);
+    }
+
+    /// Waits while the queue is paused (counted as pending); false when cancelled first.
+    pub async fn until_resumed(&self, cancel: &CancellationToken) -> bool {
+        if !self.is_paused() {
+            return true;
+        }
+        let _w = Waiting::new(&self.waiting);
+        self.resumed(cancel).await
+    }
+
+    async fn resumed(&self, cancel: &CancellationToken) -> bool {
+        let mut rx = self.paused.subscribe();
+        tokio::select! {
+            r = rx.wait_for(|p| !*p) => r.is_ok(),
+            _ = cancel.cancelled() => false,
+        }
+    }
+
+    /// A worker slot, once the queue is not paused and one is free; None when cancelled
+    /// first. A unit that gets one gives it back by dropping it.
+    pub async fn slot(&self, cancel: &CancellationToken) -> Option<OwnedSemaphorePermit> {
+        let _w = Waiting::new(&self.waiting);
+        loop {
+            if !self.resumed(cancel).await {
+                return None;
+            }
+            let permit = tokio::select! {
+                p = self.slots.clone().acquire_owned() => p.expect("slots never close"),
+                _ = cancel.cancelled() => return None,
+            };
+            // Paused while it waited for the slot: give it back and wait again.
+            if !self.is_paused() {
+                return Some(permit);
+            }
+        }
+    }
+
+    /// A unit of work ended (whatever its outcome).
+    pub fn unit_ended(&self) {
+        let now = Instant::now();
+        let mut e = self.ended.lock().expect("ended");
+        e.push_back(now);
+        Self::prune(&mut e, now);
+    }
+
+    fn prune(e: &mut VecDeque<Instant>, now: Instant) {
+        while e.front().is_some_and(|t| now.duration_since(*t) > Duration::from_secs(60)) {
+            e.pop_front();
+        }
+    }
+
+    /// Units running now.
+    pub fn running(&self) -> u64 {
+        self.concurrency.saturating_sub(self.slots.available_permits()) as u64
+    }
+
+    pub fn info(&self) -> QueueInfo {
+        let completed_last_minute = {
+            let mut e = self.ended.lock().expect("ended");
+            Self::prune(&mut e, Instant::now());
+            e.len() as u64
+        };
+        QueueInfo {
+            name: self.name.clone(),
+            concurrency: self.concurrency as u64,
+            paused: self.is_paused(),
+            // A unit waiting inside `slot` for a resume counts once.
+            pending: self.waiting.load(Ordering::Relaxed),
+            running: self.running(),
+            completed_last_minute,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_paused_queue_gives_no_slot_until_it_resumes() {
+        let q = Queue::new("batch", 1, true);
+        let cancel = CancellationToken::new();
+        let waiter = {
+            let (q, c) = (q.clone(), cancel.clone());
+            tokio::spawn(async move { q.slot(&c).await.is_some() })
+        };
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(!waiter.is_finished(), "no slot while paused");
+        assert_eq!(q.info().pending, 1);
+        q.set_paused(false);
+        assert!(waiter.await.unwrap());
+        assert_eq!((q.info().pending, q.info().running), (0, 0), "the slot was dropped with the task");
+
+        let held = q.slot(&cancel).await.unwrap();
+        assert_eq!(q.info().running, 1);
+        let blocked = {
+            let (q, c) = (q.clone(), cancel.clone());
+            tokio::spawn(async move { q.slot(&c).await.is_some() })
+        };
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        cancel.cancel();
+        assert!(!blocked.await.unwrap(), "cancelled while waiting for a slot");
+        drop(held);
+        q.unit_ended();
+        assert_eq!(q.info().completed_last_minute, 1);
+        tokio::time::sleep(Duration::from_secs(61)).await;
+        assert_eq!(q.info().completed_last_minute, 0);
+    }
+}
