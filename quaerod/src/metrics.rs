@@ -34,6 +34,9 @@ pub struct Metrics {
     pub push_messages_dropped: IntCounter,
     pub store_bytes: IntGauge,
     pub retries: IntCounter,
+    pub queue: IntGaugeVec,
+    pub jobs_finished: IntCounterVec,
+    pub job_seconds: HistogramVec,
 }
 
 /// One set per process: several daemons in one test process add to the same counters,
@@ -98,6 +101,37 @@ impl Metrics {
             ws_clients_dropped: counter(
                 "quaero_ws_clients_dropped_total",
                 "WebSocket clients disconnected because they did not read for 30 s.",
+            ),
+            queue: reg(
+                &registry,
+                IntGaugeVec::new(
+                    Opts::new(
+                        "quaero_queue",
+                        "Named queues: state=pending (runs and units waiting), running (units), paused (1 or 0).",
+                    ),
+                    &["queue", "state"],
+                )
+                .expect("metric"),
+            ),
+            jobs_finished: reg(
+                &registry,
+                IntCounterVec::new(
+                    Opts::new("quaero_jobs_finished_total", "Runs (managers) that ended, by definition and status."),
+                    &["definition", "status"],
+                )
+                .expect("metric"),
+            ),
+            job_seconds: reg(
+                &registry,
+                HistogramVec::new(
+                    HistogramOpts::new(
+                        "quaero_job_duration_seconds",
+                        "Time from a run's start to its end, by definition, in seconds.",
+                    )
+                    .buckets(prometheus::exponential_buckets(0.01, 4.0, 12).expect("buckets")),
+                    &["definition"],
+                )
+                .expect("metric"),
             ),
             http_requests: reg(
                 &registry,

@@ -66,9 +66,21 @@ async fn a_queue_runs_its_own_slots_and_a_paused_one_starts_nothing_until_resume
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(api.status(&waiting).await, "pending");
 
+    let metrics = api.http().get(d.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"quaero_queue{queue="batch",state="paused"} 1"#), "{metrics}");
+    assert!(metrics.contains(r#"quaero_queue{queue="batch",state="pending"} 1"#), "{metrics}");
+
     let (s, q) = api.post("/api/queues/batch/resume", json!({})).await;
     assert_eq!((s, q["paused"].clone()), (200, json!(false)));
     assert_eq!(api.wait_terminal(&waiting, 30).await, "completed");
+    let metrics = api.http().get(d.url("/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains(r#"quaero_queue{queue="batch",state="paused"} 0"#), "{metrics}");
+    // Counted by this daemon process since its restart: the one run that ended after it.
+    assert!(
+        metrics.contains(r#"quaero_jobs_finished_total{definition="batch-job",status="completed"} 1"#),
+        "{metrics}"
+    );
+    assert!(metrics.contains(r#"quaero_job_duration_seconds_count{definition="batch-job"} 1"#), "{metrics}");
     assert_eq!(api.post("/api/queues/nope/pause", json!({})).await.0, 404);
 
     // A definition naming a queue this daemon does not have is refused, naming it.

@@ -104,6 +104,11 @@ impl Engine {
             let queues = eng.queues.values();
             m.workers.set(queues.clone().map(|q| q.concurrency as i64).sum());
             m.workers_busy.set(queues.map(|q| q.running() as i64).sum());
+            for q in eng.queues() {
+                m.queue.with_label_values(&[q.name.as_str(), "pending"]).set(q.pending as i64);
+                m.queue.with_label_values(&[q.name.as_str(), "running"]).set(q.running as i64);
+                m.queue.with_label_values(&[q.name.as_str(), "paused"]).set(i64::from(q.paused));
+            }
             m.ws_clients.set(eng.aggregator.client_count() as i64);
             m.store_bytes.set(eng.store.size_on_disk() as i64);
             m.render()

@@ -184,6 +184,7 @@ pub(super) async fn run_manager(engine: Arc<Engine>, live: Arc<LiveManager>) {
     })
     .await;
     let snap = live.snapshot();
+    record_finished(&snap);
     for k in newly_skipped {
         engine.status_change(&snap, k);
         // Every step that reaches a terminal status gets its finished trigger (docs/websocket.md).
@@ -232,12 +233,23 @@ async fn cancel_before_start(ctx: &Ctx) {
     })
     .await;
     let snap = ctx.live.snapshot();
+    record_finished(&snap);
     for k in steps {
         ctx.engine.status_change(&snap, k);
         ctx.engine.aggregator.step_finished(JobPath::step(ctx.live.num, k));
     }
     ctx.engine.status_change(&snap, 0);
     ctx.engine.aggregator.manager_finished(JobPath::manager(ctx.live.num));
+}
+
+/// Counts a run that ended, and how long it ran, by definition.
+fn record_finished(m: &crate::store::ManagerRecord) {
+    let metrics = &crate::metrics::METRICS;
+    metrics.jobs_finished.with_label_values(&[m.definition_id.as_str(), m.status.as_str()]).inc();
+    if let (Some(start), Some(end)) = (m.started_ms, m.finished_ms) {
+        let secs = (end - start).max(0) as f64 / 1000.0;
+        metrics.job_seconds.with_label_values(&[m.definition_id.as_str()]).observe(secs);
+    }
 }
 
 enum StepEnd {
