@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use utoipa::openapi::path::HttpMethod;
 use warp::filters::BoxedFilter;
 use warp::http::StatusCode;
-use warp::{Filter, Rejection, Reply};
+use warp::{Filter, Rejection};
 
 use super::{ApiError, MAX_BODY, handlers, token_matches};
 use crate::engine::Engine;
@@ -485,12 +485,11 @@ pub fn metrics(engine: Arc<Engine>, token: Option<Arc<str>>) -> BoxedFilter<(war
 
 /// Every `/api` route. Their paths never overlap (ids have a shape, see [`Segment`]), so
 /// the order does not matter.
-pub fn api(
-    engine: Arc<Engine>,
-    token: Option<Arc<str>>,
-) -> impl Filter<Extract = (impl Reply,), Error = Rejection> + Clone {
+/// Boxed (here and halfway) so that the chain's type stays small enough for the compiler
+/// to reason about in the server's composition.
+pub fn api(engine: Arc<Engine>, token: Option<Arc<str>>) -> BoxedFilter<(warp::reply::Response,)> {
     let c = Ctx { engine, token };
-    health()
+    let jobs = health()
         .or(openapi(&c))
         .unify()
         .or(stats(&c))
@@ -507,7 +506,8 @@ pub fn api(
         .unify()
         .or(rerun(&c))
         .unify()
-        .or(list_definitions(&c))
+        .boxed();
+    jobs.or(list_definitions(&c))
         .unify()
         .or(put_definition(&c))
         .unify()
@@ -527,6 +527,7 @@ pub fn api(
         .unify()
         .or(resume_queue(&c))
         .unify()
+        .boxed()
 }
 
 #[cfg(test)]
