@@ -508,7 +508,8 @@ pub struct DefinitionInfo {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
     /// Whether it may run: the definition's `enabled`, or what enable/disable set since
-    /// (kept across restarts).
+    /// (kept across restarts). Read as `true` from a daemon that does not say.
+    #[serde(default = "yes")]
     pub enabled: bool,
 }
 
