@@ -27,6 +27,9 @@ pub fn manager(n: u64, name: &str, status: JobStatus) -> Job {
         attempt: None,
         max_attempts: None,
         next_attempt_at: None,
+        trigger: None,
+        schedule_time: None,
+        queue: None,
     }
 }
 

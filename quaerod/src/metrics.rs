@@ -37,6 +37,8 @@ pub struct Metrics {
     pub queue: IntGaugeVec,
     pub jobs_finished: IntCounterVec,
     pub job_seconds: HistogramVec,
+    pub schedule_lateness: Histogram,
+    pub schedule_skipped: IntCounter,
 }
 
 /// One set per process: several daemons in one test process add to the same counters,
@@ -120,6 +122,21 @@ impl Metrics {
                     &["definition", "status"],
                 )
                 .expect("metric"),
+            ),
+            schedule_lateness: reg(
+                &registry,
+                Histogram::with_opts(
+                    HistogramOpts::new(
+                        "quaero_schedule_lateness_seconds",
+                        "How long after its scheduled time a schedule started its run, in seconds.",
+                    )
+                    .buckets(prometheus::exponential_buckets(0.001, 2.5, 12).expect("buckets")),
+                )
+                .expect("metric"),
+            ),
+            schedule_skipped: counter(
+                "quaero_schedule_skipped_total",
+                "Scheduled times that started no run because one was still active (overlap = skip).",
             ),
             job_seconds: reg(
                 &registry,

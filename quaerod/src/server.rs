@@ -61,6 +61,7 @@ pub async fn run(
     if resumed > 0 {
         tracing::info!(jobs = resumed, "resumed jobs interrupted by the last stop");
     }
+    engine.start_scheduling().await?;
     // The start line, once the daemon is ready (tests and scripts wait for it). Not
     // println!: with stdout closed (`quaerod | head -0`), the daemon runs on.
     if let Ok(addr) = listener.local_addr() {

@@ -228,6 +228,8 @@ mod tests {
             definition: def,
             params: Default::default(),
             scheduled_ms: None,
+            trigger: None,
+            schedule_ms: None,
         }
     }
 

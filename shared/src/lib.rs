@@ -263,6 +263,15 @@ pub struct Job {
     /// `running` meanwhile).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_attempt_at: Option<String>,
+    /// Managers only: what started it (absent from a daemon that does not say: `api`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<Trigger>,
+    /// Managers only, started by the schedule: the scheduled time it ran for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_time: Option<String>,
+    /// Managers only: the named queue its work runs on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
 }
 
 /// Step types of a definition.
@@ -407,9 +416,139 @@ pub struct JobDefinition {
     /// Labels to find its runs by (`GET /api/jobs?tag=…`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tags: Vec<String>,
-    /// False: execute is refused (409) until it is enabled (`POST …/enable`).
+    /// False: execute is refused (409) until it is enabled (`POST …/enable`), and its
+    /// schedule does not fire.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub enabled: bool,
+    /// When it runs by itself: cron with 5 fields (minute first), 6 (seconds first), or
+    /// `@hourly`, `@daily`, `@weekly`, `@monthly`, `@yearly` (docs/jobs.md, Schedules).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// The IANA time zone its schedule reads in (`Europe/Berlin`); UTC when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// True: one run each time the daemon starts.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub auto_start: bool,
+    /// What a scheduled time does while a run of this definition is active.
+    #[serde(default, skip_serializing_if = "Overlap::is_default")]
+    pub overlap: Overlap,
+    /// What the times missed while the daemon was down do.
+    #[serde(default, skip_serializing_if = "CatchUp::is_default")]
+    pub catch_up: CatchUp,
+    /// Higher first: within a queue, a unit of a run with a higher priority takes the next
+    /// free slot before one of a lower priority (in order of arrival within a priority).
+    #[serde(default, skip_serializing_if = "is_zero_i32")]
+    pub priority: i32,
+}
+
+impl Default for JobDefinition {
+    /// An empty definition (no id, no steps), enabled, with every option at its default.
+    fn default() -> Self {
+        JobDefinition {
+            id: String::new(),
+            name: String::new(),
+            description: String::new(),
+            timeout: None,
+            steps: Vec::new(),
+            params: BTreeMap::new(),
+            queue: None,
+            tags: Vec::new(),
+            enabled: true,
+            schedule: None,
+            timezone: None,
+            auto_start: false,
+            overlap: Overlap::Skip,
+            catch_up: CatchUp::One,
+            priority: 0,
+        }
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+fn is_zero_i32(n: &i32) -> bool {
+    *n == 0
+}
+
+/// A scheduled time comes while a run of the definition is active (pending or running).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Overlap {
+    /// No run for that time.
+    #[default]
+    Skip,
+    /// A run that stays pending until the active ones have finished.
+    Queue,
+    /// A run that starts at once, beside the active ones.
+    Allow,
+}
+
+impl Overlap {
+    pub fn is_default(&self) -> bool {
+        *self == Self::Skip
+    }
+}
+
+/// The scheduled times that passed while the daemon was down.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum CatchUp {
+    /// One run at the start, for the latest of them.
+    #[default]
+    One,
+    /// None of them runs.
+    None,
+}
+
+impl CatchUp {
+    pub fn is_default(&self) -> bool {
+        *self == Self::One
+    }
+}
+
+/// What started a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub enum Trigger {
+    /// An execute request.
+    #[default]
+    Api,
+    /// A rerun of an earlier run.
+    Rerun,
+    /// Its definition's schedule, at `schedule_time`.
+    Schedule,
+    /// A scheduled time missed while the daemon was down (`catch_up = "one"`).
+    CatchUp,
+    /// The daemon started (`auto_start = true`).
+    AutoStart,
+}
+
+impl Trigger {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Api => "api",
+            Self::Rerun => "rerun",
+            Self::Schedule => "schedule",
+            Self::CatchUp => "catch_up",
+            Self::AutoStart => "auto_start",
+        }
+    }
+}
+
+/// The newest run of a definition.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct LastRun {
+    pub job_id: String,
+    pub status: JobStatus,
+    #[serde(default)]
+    pub finished_at: Option<String>,
 }
 
 fn is_true(b: &bool) -> bool {
@@ -511,6 +650,35 @@ pub struct DefinitionInfo {
     /// (kept across restarts). Read as `true` from a daemon that does not say.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// The named queue its runs go to.
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    #[serde(default, skip_serializing_if = "is_zero_i32")]
+    pub priority: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule: Option<String>,
+    /// The schedule's time zone (`UTC` when the definition names none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+    /// The schedule in words (`At 02:30 on every day`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_text: Option<String>,
+    /// When the schedule fires next; absent while disabled or invalid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "openapi", schema(format = DateTime))]
+    pub next_run_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_run: Option<LastRun>,
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub auto_start: bool,
+    #[serde(default, skip_serializing_if = "Overlap::is_default")]
+    pub overlap: Overlap,
+    #[serde(default, skip_serializing_if = "CatchUp::is_default")]
+    pub catch_up: CatchUp,
+}
+
+fn default_queue() -> String {
+    "default".into()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

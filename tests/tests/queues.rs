@@ -50,7 +50,7 @@ async fn a_queue_runs_its_own_slots_and_a_paused_one_starts_nothing_until_resume
     let (_, list) = api.get("/api/queues").await;
     assert_eq!(queue(&list, "batch")["completed_last_minute"], 3);
 
-    // Paused: a new run stays pending, across a restart too.
+    // Paused: a new run stays pending, across kill -9 and a restart too.
     let (s, q) = api.post("/api/queues/batch/pause", json!({})).await;
     assert_eq!((s, q["paused"].clone()), (200, json!(true)), "{q}");
     let waiting = api.execute("batch-job").await;
@@ -58,7 +58,8 @@ async fn a_queue_runs_its_own_slots_and_a_paused_one_starts_nothing_until_resume
     assert_eq!(api.status(&waiting).await, "pending");
     let (_, list) = api.get("/api/queues").await;
     assert_eq!(queue(&list, "batch")["pending"], 1, "{list}");
-    assert!(d.stop().success());
+    // Killed, not stopped: the pause was durable when the request answered.
+    d.kill9();
     d.restart();
     let api = Api::new(&d);
     let (_, list) = api.get("/api/queues").await;

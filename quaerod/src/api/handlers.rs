@@ -64,6 +64,7 @@ pub async fn stats(eng: Arc<Engine>) -> Reply {
         ("parent_id" = Option<String>, Query, pattern = r"^(root|m[0-9]+(-s[0-9]+(-c[0-9]+)?)?)$", description = "`root` (the default) lists managers; a manager id its steps; a step id its children"),
         ("definition" = Option<String>, Query, description = "only runs of this definition id"),
         ("tag" = Option<String>, Query, description = "only runs of definitions with this tag"),
+        ("queue" = Option<String>, Query, description = "only runs on this named queue"),
     ),
     responses((status = 200, body = JobsList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, description = "no such parent job", body = ErrorBody)))]
@@ -93,6 +94,7 @@ pub async fn list_jobs(eng: Arc<Engine>, q: HashMap<String, String>) -> Reply {
         offset,
         definition: q.get("definition").filter(|d| !d.is_empty()).cloned(),
         tag: q.get("tag").filter(|t| !t.is_empty()).cloned(),
+        queue: q.get("queue").filter(|t| !t.is_empty()).cloned(),
     };
     let page = eng.jobs_page(query).await.map_err(reject)?;
     Ok(json(StatusCode::OK, &page))
@@ -189,8 +191,14 @@ pub async fn list_definitions(eng: Arc<Engine>) -> Reply {
         (status = 401, body = ErrorBody), (status = 409, body = ErrorBody), (status = 411, body = ErrorBody),
         (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
 pub async fn put_definition(eng: Arc<Engine>, body: bytes::Bytes) -> Reply {
-    let def: JobDefinition =
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_request(format!("invalid job definition: {e}")))?;
+    // The path of a field that fails to decode is named (`overlap: unknown variant …`).
+    let mut de = serde_json::Deserializer::from_slice(&body);
+    let def: JobDefinition = serde_path_to_error::deserialize(&mut de)
+        .map_err(|e| match e.path().to_string().as_str() {
+            "." => ApiError::bad_request(format!("invalid job definition: {}", e.inner())),
+            path => ApiError::bad_request(format!("invalid job definition: {path}: {}", e.inner())),
+        })
+        .and_then(|d| de.end().map(|_| d).map_err(|e| ApiError::bad_request(format!("invalid job definition: {e}"))))?;
     let info = eng.put_definition(def).map_err(reject)?;
     Ok(json(StatusCode::CREATED, &info))
 }

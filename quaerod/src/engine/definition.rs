@@ -350,6 +350,19 @@ pub fn validate(def: &JobDefinition) -> Result<Plan, String> {
             return Err(format!("tags[{i}]: {t:?} is not 1 to 64 of a-z, A-Z, 0-9 and _ - . : /"));
         }
     }
+    if def.schedule.is_some() || def.timezone.is_some() {
+        let expr = def.schedule.as_deref().unwrap_or("@daily");
+        super::schedule::Schedule::parse(expr, def.timezone.as_deref())?;
+    }
+    if def.schedule.is_some() || def.auto_start {
+        // A run that starts by itself has only the defaults.
+        if let Some((name, _)) = def.params.iter().find(|(_, spec)| spec.default_text().is_none()) {
+            let why = if def.schedule.is_some() { "it has a schedule" } else { "it has auto_start" };
+            return Err(format!(
+                "params.{name}: needs a default: {why}, and a run that starts by itself has no values but the defaults"
+            ));
+        }
+    }
     let sample: Params =
         def.params.iter().map(|(n, spec)| (n.clone(), spec.default_text().unwrap_or_else(|| "x".into()))).collect();
     plan_with(def, &sample)
@@ -520,22 +533,9 @@ pub fn load_dir(dir: &Path) -> Vec<Loaded> {
                 let valid = check(&def);
                 Loaded { def, valid, source, parsed: true }
             }
-            Err(e) => Loaded {
-                def: JobDefinition {
-                    id: stem,
-                    name: String::new(),
-                    description: String::new(),
-                    timeout: None,
-                    steps: vec![],
-                    params: Default::default(),
-                    tags: Vec::new(),
-                    enabled: true,
-                    queue: None,
-                },
-                valid: Err(e),
-                source,
-                parsed: false,
-            },
+            Err(e) => {
+                Loaded { def: JobDefinition { id: stem, ..Default::default() }, valid: Err(e), source, parsed: false }
+            }
         };
         out.push(loaded);
     }

@@ -11,15 +11,16 @@ pub mod queues;
 mod read;
 mod run;
 pub mod runners;
+pub mod schedule;
 
 pub use read::{JobsQuery, LogsRequest};
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 
 use quaero_shared::{
     ChildCounts, DefinitionInfo, ExecuteRequest, Job, JobDefinition, JobKind, JobPath, JobStatus, JobStatusChange,
-    StepSummary,
+    LastRun, Overlap, StepSummary, Trigger,
 };
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -73,6 +74,8 @@ pub struct LiveManager {
     pub queue: Arc<queues::Queue>,
     /// Tokens of the running steps' children, for cancelling one child.
     pub child_tokens: Mutex<HashMap<JobPath, CancellationToken>>,
+    /// Its definition's priority within the queue.
+    pub priority: i32,
 }
 
 impl LiveManager {
@@ -112,10 +115,39 @@ pub struct Engine {
     pages: PageCache,
     tasks: TaskTracker,
     shutting_down: CancellationToken,
+    scheduler: Arc<schedule::Scheduler>,
+    /// The live runs of each definition, by number (for `overlap`).
+    active: Mutex<HashMap<String, BTreeSet<u64>>>,
+    /// Woken whenever a live run ends.
+    run_ended: tokio::sync::Notify,
+    /// The newest run of each definition.
+    last_runs: Mutex<HashMap<String, u64>>,
+    /// The newest scheduled time of each definition found in the stored runs at the start.
+    stored_slots: Mutex<HashMap<String, i64>>,
+}
+
+/// How a run comes to start.
+#[derive(Debug, Clone, Copy, Default)]
+struct StartAs {
+    /// A delayed run: not before this time.
+    scheduled_ms: Option<i64>,
+    trigger: Trigger,
+    /// The scheduled time it runs for.
+    schedule_ms: Option<i64>,
 }
 
 impl Engine {
     pub fn new(store: Arc<dyn Store>, aggregator: Arc<Aggregator>, config: Config) -> Arc<Engine> {
+        Self::with_clock(store, aggregator, config, schedule::Clock::System)
+    }
+
+    /// An engine whose schedules read the wall time from `clock`.
+    pub fn with_clock(
+        store: Arc<dyn Store>,
+        aggregator: Arc<Aggregator>,
+        config: Config,
+        clock: schedule::Clock,
+    ) -> Arc<Engine> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("quaerod/", env!("CARGO_PKG_VERSION")))
             .build()
@@ -135,6 +167,11 @@ impl Engine {
             http,
             tasks: TaskTracker::new(),
             shutting_down: CancellationToken::new(),
+            scheduler: schedule::Scheduler::new(clock),
+            active: Mutex::new(HashMap::new()),
+            run_ended: tokio::sync::Notify::new(),
+            last_runs: Mutex::new(HashMap::new()),
+            stored_slots: Mutex::new(HashMap::new()),
         })
     }
 
@@ -213,7 +250,136 @@ impl Engine {
     }
 
     fn info(&self, l: &Loaded) -> DefinitionInfo {
-        definition_info(l, self.enabled(&l.def))
+        let mut info = definition_info(l, self.enabled(&l.def));
+        if let Some(s) = def_schedule(&l.def) {
+            info.schedule_text = Some(s.describe());
+            info.next_run_at = self.scheduler.next_run(&l.def.id).map(rfc3339);
+        }
+        let last = self.last_runs.lock().expect("last runs").get(&l.def.id).copied();
+        info.last_run = last.and_then(|num| self.manager_record(num).ok().flatten()).map(|m| LastRun {
+            job_id: JobPath::manager(m.num).to_string(),
+            status: m.status,
+            finished_at: m.finished_ms.map(rfc3339),
+        });
+        info
+    }
+
+    /// Puts `id`'s schedule in the scheduler as its definition now says (valid, enabled,
+    /// with a schedule), or takes it out.
+    fn reschedule(&self, id: &str) {
+        let defs = self.definitions.read().expect("definitions");
+        let schedule =
+            defs.get(id).filter(|l| l.valid.is_ok() && self.enabled(&l.def)).and_then(|l| def_schedule(&l.def));
+        self.scheduler.set(id, schedule, None);
+    }
+
+    /// At the start: every scheduled definition counts from the last time it acted on
+    /// (a setting, or the newest run the schedule started, whichever is later); times
+    /// missed while the daemon was down run as its `catch_up` says; `auto_start`
+    /// definitions run once; then the schedules run until the daemon stops.
+    pub async fn start_scheduling(self: &Arc<Self>) -> Result<()> {
+        let settings = self.store.settings()?;
+        let stored = std::mem::take(&mut *self.stored_slots.lock().expect("slots"));
+        let mut missed = Vec::new();
+        let mut auto = Vec::new();
+        {
+            let defs = self.definitions.read().expect("definitions");
+            for l in defs.values().filter(|l| l.valid.is_ok() && self.enabled(&l.def)) {
+                let id = &l.def.id;
+                if l.def.auto_start {
+                    auto.push(id.clone());
+                }
+                let Some(sched) = def_schedule(&l.def) else { continue };
+                let kept = settings.get(&format!("{SLOT_PREFIX}{id}")).and_then(|v| v.parse::<i64>().ok());
+                let last = kept.max(stored.get(id).copied());
+                missed.extend(self.scheduler.catch_up(id, &sched, last, l.def.catch_up));
+                self.scheduler.set(id, Some(sched), last);
+            }
+        }
+        for id in auto {
+            let as_ = StartAs { trigger: Trigger::AutoStart, ..Default::default() };
+            if let Err(e) = self.start_with_defaults(&id, as_).await {
+                tracing::warn!(definition = %id, error = %e, "auto_start: could not start a run");
+            }
+        }
+        self.fire(missed).await;
+        let (engine, stop) = (self.clone(), self.shutting_down.clone());
+        let scheduler = self.scheduler.clone();
+        tokio::spawn(scheduler.run(stop, move |due| {
+            let engine = engine.clone();
+            async move { engine.fire(due).await }
+        }));
+        Ok(())
+    }
+
+    /// Acts on scheduled times that came: a run each, unless `overlap = "skip"` finds one
+    /// active; then keeps each time as the definition's last (after the runs are durable).
+    async fn fire(self: &Arc<Self>, due: Vec<schedule::Due>) {
+        if due.is_empty() {
+            return;
+        }
+        let mut kept = Vec::with_capacity(due.len());
+        for d in due {
+            kept.push((format!("{SLOT_PREFIX}{}", d.id), Some(d.slot_ms.to_string())));
+            let Some(trigger) = d.trigger else {
+                tracing::info!(definition = %d.id, time = %rfc3339(d.slot_ms), "catch_up = none: a scheduled time missed while the daemon was down does not run");
+                continue;
+            };
+            if trigger == Trigger::Schedule {
+                crate::metrics::METRICS.schedule_lateness.observe(d.late_ms.max(0) as f64 / 1000.0);
+            }
+            let overlap = self.definitions.read().expect("definitions").get(&d.id).map(|l| l.def.overlap);
+            let busy = self.active.lock().expect("active").get(&d.id).is_some_and(|s| !s.is_empty());
+            if busy && overlap == Some(Overlap::Skip) {
+                crate::metrics::METRICS.schedule_skipped.inc();
+                tracing::info!(definition = %d.id, time = %rfc3339(d.slot_ms), "overlap = skip: a run is still active; this scheduled time does not run");
+                continue;
+            }
+            let as_ = StartAs { trigger, schedule_ms: Some(d.slot_ms), scheduled_ms: None };
+            if let Err(e) = self.start_with_defaults(&d.id, as_).await {
+                tracing::warn!(definition = %d.id, error = %e, "schedule: could not start a run");
+            }
+        }
+        if let Err(e) = self.store.sync().await {
+            tracing::warn!(error = %e, "schedule: the runs started could not be made durable");
+            return;
+        }
+        if let Err(e) = self.store.put_settings(&kept) {
+            tracing::warn!(error = %e, "schedule: could not keep the last scheduled times");
+        }
+    }
+
+    /// Starts a run of `id` with its parameters' defaults, if it is valid and enabled.
+    async fn start_with_defaults(self: &Arc<Self>, id: &str, as_: StartAs) -> Result<String> {
+        let def = {
+            let defs = self.definitions.read().expect("definitions");
+            match defs.get(id) {
+                Some(l) if l.valid.is_ok() && self.enabled(&l.def) => l.def.clone(),
+                _ => return Err(EngineError::Conflict(format!("definition {id:?} is gone, invalid or disabled"))),
+            }
+        };
+        let params = definition::resolve_params(&def, &Default::default()).map_err(EngineError::Invalid)?;
+        let plan = definition::plan_with(&def, &params).map_err(EngineError::Invalid)?;
+        self.start(def, params, plan, as_).await
+    }
+
+    /// Waits until every run of `def_id` older than `num` has ended (`overlap = "queue"`);
+    /// false when cancelled first.
+    pub(crate) async fn until_older_runs_end(&self, def_id: &str, num: u64, cancel: &CancellationToken) -> bool {
+        loop {
+            let ended = self.run_ended.notified();
+            tokio::pin!(ended);
+            ended.as_mut().enable();
+            let older =
+                self.active.lock().expect("active").get(def_id).is_some_and(|s| s.range(..num).next().is_some());
+            if !older {
+                return true;
+            }
+            tokio::select! {
+                _ = ended => {}
+                _ = cancel.cancelled() => return false,
+            }
+        }
     }
 
     /// Enables or disables a definition (file or API), kept across restarts.
@@ -222,7 +388,10 @@ impl Engine {
         let l = defs.get(id).ok_or_else(|| EngineError::NotFound(format!("no job definition {id:?}")))?;
         self.store.put_setting(&format!("{ENABLED_PREFIX}{id}"), Some(if enabled { "true" } else { "false" }))?;
         self.enabled_overrides.write().expect("overrides").insert(id.to_string(), enabled);
-        Ok(self.info(l))
+        let info = self.info(l);
+        drop(defs);
+        self.reschedule(id);
+        Ok(self.get_definition(id).unwrap_or(info))
     }
 
     pub fn put_definition(&self, def: JobDefinition) -> Result<DefinitionInfo> {
@@ -233,10 +402,11 @@ impl Engine {
         self.store.put_definition(&def)?;
         // A definition posted anew says itself whether it is enabled.
         self.forget_enabled(&def.id)?;
+        let id = def.id.clone();
         let loaded = Loaded { def, valid: Ok(()), source: Source::Api, parsed: true };
-        let info = self.info(&loaded);
-        self.definitions.write().expect("definitions").insert(loaded.def.id.clone(), loaded);
-        Ok(info)
+        self.definitions.write().expect("definitions").insert(id.clone(), loaded);
+        self.reschedule(&id);
+        self.get_definition(&id)
     }
 
     pub fn delete_definition(&self, id: &str) -> Result<()> {
@@ -250,6 +420,8 @@ impl Engine {
             Some(_) => {
                 self.store.delete_definition(id)?;
                 defs.remove(id);
+                drop(defs);
+                self.scheduler.set(id, None, None);
                 // A later definition with this id starts from its own `enabled`.
                 self.forget_enabled(id)?;
                 Ok(())
@@ -276,7 +448,7 @@ impl Engine {
         let scheduled_ms = start_time(&req, now_ms()).map_err(EngineError::Invalid)?;
         let params = definition::resolve_params(&def, &req.params).map_err(EngineError::Invalid)?;
         let plan = definition::plan_with(&def, &params).map_err(EngineError::Invalid)?;
-        self.start(def, params, plan, scheduled_ms).await
+        self.start(def, params, plan, StartAs { scheduled_ms, ..Default::default() }).await
     }
 
     async fn start(
@@ -284,8 +456,9 @@ impl Engine {
         def: JobDefinition,
         params: definition::Params,
         plan: Plan,
-        scheduled_ms: Option<i64>,
+        as_: StartAs,
     ) -> Result<String> {
+        let scheduled_ms = as_.scheduled_ms;
         if self.shutting_down.is_cancelled() {
             return Err(EngineError::ShuttingDown);
         }
@@ -319,7 +492,10 @@ impl Engine {
             definition: def,
             params,
             scheduled_ms,
+            trigger: Some(as_.trigger),
+            schedule_ms: as_.schedule_ms,
         };
+        self.last_runs.lock().expect("last runs").insert(rec.definition_id.clone(), num);
         self.store.put_manager(rec.clone()).await?;
         if let Some(at) = scheduled_ms {
             let left = std::time::Duration::from_millis((at - now_ms()).max(0) as u64 / 1000 * 1000);
@@ -337,6 +513,7 @@ impl Engine {
         let queue = self.queues.get(name).unwrap_or_else(|| &self.queues[queues::DEFAULT]).clone();
         let live = Arc::new(LiveManager {
             queue,
+            priority: rec.definition.priority,
             num: rec.num,
             record: Mutex::new(rec),
             cancel: self.shutting_down.child_token(),
@@ -345,10 +522,22 @@ impl Engine {
             child_tokens: Mutex::new(HashMap::new()),
         });
         self.live.lock().expect("live").insert(live.num, live.clone());
+        let def_id = live.record.lock().expect("record").definition_id.clone();
+        self.active.lock().expect("active").entry(def_id.clone()).or_default().insert(live.num);
         let engine = self.clone();
         self.tasks.spawn(async move {
             run::run_manager(engine.clone(), live.clone()).await;
             engine.live.lock().expect("live").remove(&live.num);
+            {
+                let mut active = engine.active.lock().expect("active");
+                if let Some(set) = active.get_mut(&def_id) {
+                    set.remove(&live.num);
+                    if set.is_empty() {
+                        active.remove(&def_id);
+                    }
+                }
+            }
+            engine.run_ended.notify_waiters();
         });
     }
 
@@ -356,12 +545,20 @@ impl Engine {
     /// interrupted step runs again from the start (children that finished are kept).
     pub async fn recover(self: &Arc<Self>) -> Result<usize> {
         let mut stale = Vec::new();
+        let (mut newest, mut slots) = (HashMap::new(), HashMap::new());
         self.store.for_each_manager_desc(&mut |m: ManagerRecord| {
+            newest.entry(m.definition_id.clone()).or_insert(m.num);
+            if let Some(t) = m.schedule_ms {
+                let slot = slots.entry(m.definition_id.clone()).or_insert(t);
+                *slot = t.max(*slot);
+            }
             if !m.status.is_terminal() {
                 stale.push(m);
             }
             true
         })?;
+        *self.last_runs.lock().expect("last runs") = newest;
+        *self.stored_slots.lock().expect("slots") = slots;
         stale.sort_by_key(|m| m.num);
         let n = stale.len();
         // A daemon killed without a chance to stop its commands left them running; they
@@ -487,6 +684,7 @@ impl Engine {
         let run_matches = |m: &ManagerRecord| {
             q.definition.as_ref().is_none_or(|d| &m.definition_id == d)
                 && q.tag.as_ref().is_none_or(|t| m.definition.tags.contains(t))
+                && q.queue.as_ref().is_none_or(|n| m.definition.queue.as_deref().unwrap_or(queues::DEFAULT) == n)
         };
         let keep = |s: JobStatus| statuses.is_empty() || statuses.contains(&s);
         let mut total = 0u64;
@@ -613,7 +811,8 @@ impl Engine {
             )));
         }
         let plan = definition::plan_with(&m.definition, &m.params).map_err(EngineError::Invalid)?;
-        self.start(m.definition, m.params, plan, None).await
+        let as_ = StartAs { trigger: Trigger::Rerun, ..Default::default() };
+        self.start(m.definition, m.params, plan, as_).await
     }
 
     /// Stops taking work, interrupts running jobs (they stay running in the store and are
@@ -687,6 +886,15 @@ impl Engine {
 const ENABLED_PREFIX: &str = "definition.enabled.";
 /// The setting key of a paused queue: `queue.paused.<name>` = `true`.
 const PAUSED_PREFIX: &str = "queue.paused.";
+/// The setting key of the last scheduled time a definition acted on (ms since the epoch):
+/// `schedule.last.<id>`.
+const SLOT_PREFIX: &str = "schedule.last.";
+
+/// A definition's parsed schedule, if it has a valid one.
+fn def_schedule(def: &JobDefinition) -> Option<Arc<schedule::Schedule>> {
+    let expr = def.schedule.as_deref()?;
+    schedule::Schedule::parse(expr, def.timezone.as_deref()).ok().map(Arc::new)
+}
 
 fn definition_info(l: &Loaded, enabled: bool) -> DefinitionInfo {
     DefinitionInfo {
@@ -701,6 +909,16 @@ fn definition_info(l: &Loaded, enabled: bool) -> DefinitionInfo {
         params: l.def.params.clone(),
         tags: l.def.tags.clone(),
         enabled,
+        queue: l.def.queue.clone().unwrap_or_else(|| queues::DEFAULT.to_string()),
+        priority: l.def.priority,
+        schedule: l.def.schedule.clone(),
+        timezone: l.def.schedule.as_ref().map(|_| l.def.timezone.clone().unwrap_or_else(|| "UTC".into())),
+        schedule_text: None,
+        next_run_at: None,
+        last_run: None,
+        auto_start: l.def.auto_start,
+        overlap: l.def.overlap,
+        catch_up: l.def.catch_up,
     }
 }
 
@@ -809,6 +1027,9 @@ pub fn manager_job(m: &ManagerRecord) -> Job {
         attempt: None,
         max_attempts: None,
         next_attempt_at: None,
+        trigger: m.trigger,
+        schedule_time: m.schedule_ms.map(rfc3339),
+        queue: Some(m.definition.queue.clone().unwrap_or_else(|| queues::DEFAULT.to_string())),
     }
 }
 
@@ -836,6 +1057,9 @@ pub fn step_job(m: &ManagerRecord, step: u32) -> Job {
         attempt,
         max_attempts,
         next_attempt_at,
+        trigger: None,
+        schedule_time: None,
+        queue: None,
     }
 }
 
@@ -862,5 +1086,8 @@ pub fn child_job(m: &ManagerRecord, c: &ChildRecord) -> Job {
         attempt,
         max_attempts,
         next_attempt_at,
+        trigger: None,
+        schedule_time: None,
+        queue: None,
     }
 }

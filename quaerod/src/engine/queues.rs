@@ -2,15 +2,16 @@
 //! `[queues.<name>] concurrency` for the others). A unit of work (a step without children,
 //! or a child) takes a slot of its run's queue while it runs. A paused queue starts nothing
 //! new: a run on it stays pending, and no unit takes a slot until it resumes; what runs
-//! goes on.
+//! goes on. Within a queue, a unit of a run with a higher `priority` gets the next free
+//! slot first; units of one priority get slots in the order they asked.
 
-use std::collections::VecDeque;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use quaero_shared::QueueInfo;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{oneshot, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +21,7 @@ pub const DEFAULT: &str = "default";
 pub struct Queue {
     pub name: String,
     pub concurrency: usize,
-    slots: Arc<Semaphore>,
+    slots: Arc<Slots>,
     paused: watch::Sender<bool>,
     /// Runs and units waiting on this queue (for it to resume, or for a slot).
     waiting: AtomicU64,
@@ -49,7 +50,9 @@ impl Queue {
         Arc::new(Queue {
             name: name.to_string(),
             concurrency,
-            slots: Arc::new(Semaphore::new(concurrency)),
+            slots: Arc::new(Slots {
+                state: Mutex::new(SlotState { free: concurrency, waiters: BinaryHeap::new(), seq: 0 }),
+            }),
             paused: watch::Sender::new(paused),
             waiting: AtomicU64::new(0),
             ended: Mutex::new(VecDeque::new()),
@@ -83,14 +86,14 @@ impl Queue {
 
     /// A worker slot, once the queue is not paused and one is free; None when cancelled
     /// first. A unit that gets one gives it back by dropping it.
-    pub async fn slot(&self, cancel: &CancellationToken) -> Option<OwnedSemaphorePermit> {
+    pub async fn slot(&self, priority: i32, cancel: &CancellationToken) -> Option<Slot> {
         let _w = Waiting::new(&self.waiting);
         loop {
             if !self.resumed(cancel).await {
                 return None;
             }
             let permit = tokio::select! {
-                p = self.slots.clone().acquire_owned() => p.expect("slots never close"),
+                p = self.slots.acquire(priority) => p,
                 _ = cancel.cancelled() => return None,
             };
             // Paused while it waited for the slot: give it back and wait again.
@@ -116,7 +119,7 @@ impl Queue {
 
     /// Units running now.
     pub fn running(&self) -> u64 {
-        self.concurrency.saturating_sub(self.slots.available_permits()) as u64
+        self.concurrency.saturating_sub(self.slots.free()) as u64
     }
 
     pub fn info(&self) -> QueueInfo {
@@ -137,9 +140,140 @@ impl Queue {
     }
 }
 
+/// Worker slots handed out by priority, then in order of asking.
+struct Slots {
+    state: Mutex<SlotState>,
+}
+
+struct SlotState {
+    free: usize,
+    waiters: BinaryHeap<Waiter>,
+    /// Order of asking, so that equal priorities are served first come, first served.
+    seq: u64,
+}
+
+struct Waiter {
+    priority: i32,
+    seq: u64,
+    tx: oneshot::Sender<()>,
+}
+
+impl PartialEq for Waiter {
+    fn eq(&self, o: &Self) -> bool {
+        (self.priority, self.seq) == (o.priority, o.seq)
+    }
+}
+impl Eq for Waiter {}
+impl PartialOrd for Waiter {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+impl Ord for Waiter {
+    /// The heap's greatest first: the highest priority, then the earliest asked.
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.priority.cmp(&o.priority).then(o.seq.cmp(&self.seq))
+    }
+}
+
+/// A worker slot; given back when dropped.
+pub struct Slot {
+    slots: Arc<Slots>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.slots.release();
+    }
+}
+
+/// A wait for a slot: if it is dropped after a slot was handed to it but before it was
+/// taken, the slot goes back.
+struct Asking {
+    rx: oneshot::Receiver<()>,
+    slots: Arc<Slots>,
+    taken: bool,
+}
+
+impl Drop for Asking {
+    fn drop(&mut self) {
+        if !self.taken && self.rx.try_recv().is_ok() {
+            self.slots.release();
+        }
+    }
+}
+
+impl Slots {
+    fn free(&self) -> usize {
+        self.state.lock().expect("slots").free
+    }
+
+    async fn acquire(self: &Arc<Self>, priority: i32) -> Slot {
+        let rx = {
+            let mut st = self.state.lock().expect("slots");
+            if st.free > 0 {
+                st.free -= 1;
+                return Slot { slots: self.clone() };
+            }
+            let (tx, rx) = oneshot::channel();
+            st.seq += 1;
+            let seq = st.seq;
+            st.waiters.push(Waiter { priority, seq, tx });
+            rx
+        };
+        let mut asking = Asking { rx, slots: self.clone(), taken: false };
+        // The sender is only dropped after a send or with the whole `Slots`.
+        let _ = (&mut asking.rx).await;
+        asking.taken = true;
+        Slot { slots: self.clone() }
+    }
+
+    /// A slot comes back: to the first waiter still waiting, else to the free ones.
+    fn release(&self) {
+        let mut st = self.state.lock().expect("slots");
+        while let Some(w) = st.waiters.pop() {
+            if w.tx.send(()).is_ok() {
+                return;
+            }
+        }
+        st.free += 1;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn a_free_slot_goes_to_the_highest_priority_then_the_first_to_ask() {
+        let q = Queue::new("batch", 1, false);
+        let cancel = CancellationToken::new();
+        let held = q.slot(0, &cancel).await.unwrap();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (name, prio) in [("low-1", 0), ("high", 5), ("low-2", 0), ("gone", 9), ("mid", 2)] {
+            let (q, c, order) = (q.clone(), cancel.clone(), order.clone());
+            let c = if name == "gone" { CancellationToken::new() } else { c };
+            let gone = c.clone();
+            tasks.push(tokio::spawn(async move {
+                let s = q.slot(prio, &c).await;
+                if s.is_some() {
+                    order.lock().unwrap().push(name);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if name == "gone" {
+                gone.cancel();
+            }
+        }
+        drop(held);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), ["high", "mid", "low-1", "low-2"], "a cancelled waiter takes no slot");
+        assert_eq!(q.info().running, 0, "every slot came back");
+    }
 
     #[tokio::test(start_paused = true)]
     async fn a_paused_queue_gives_no_slot_until_it_resumes() {
@@ -147,7 +281,7 @@ mod tests {
         let cancel = CancellationToken::new();
         let waiter = {
             let (q, c) = (q.clone(), cancel.clone());
-            tokio::spawn(async move { q.slot(&c).await.is_some() })
+            tokio::spawn(async move { q.slot(0, &c).await.is_some() })
         };
         tokio::time::sleep(Duration::from_secs(5)).await;
         assert!(!waiter.is_finished(), "no slot while paused");
@@ -156,11 +290,11 @@ mod tests {
         assert!(waiter.await.unwrap());
         assert_eq!((q.info().pending, q.info().running), (0, 0), "the slot was dropped with the task");
 
-        let held = q.slot(&cancel).await.unwrap();
+        let held = q.slot(0, &cancel).await.unwrap();
         assert_eq!(q.info().running, 1);
         let blocked = {
             let (q, c) = (q.clone(), cancel.clone());
-            tokio::spawn(async move { q.slot(&c).await.is_some() })
+            tokio::spawn(async move { q.slot(0, &c).await.is_some() })
         };
         tokio::time::sleep(Duration::from_secs(1)).await;
         cancel.cancel();

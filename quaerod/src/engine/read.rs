@@ -25,6 +25,8 @@ pub struct JobsQuery {
     pub definition: Option<String>,
     /// Only runs of definitions with this tag.
     pub tag: Option<String>,
+    /// Only runs on this named queue.
+    pub queue: Option<String>,
 }
 
 /// `GET /api/jobs/{id}/logs`, parsed.

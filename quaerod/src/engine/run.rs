@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use quaero_shared::{ChildCounts, JobPath, JobStatus, Level, Originator, StepProgress};
+use quaero_shared::{ChildCounts, JobPath, JobStatus, Level, Originator, Overlap, StepProgress, Trigger};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -212,6 +212,15 @@ async fn wait_for_start(ctx: &Ctx) -> bool {
             _ = tokio::time::sleep(Duration::from_millis(left as u64)) => {}
         }
     }
+    // A scheduled run of a definition with `overlap = "queue"` waits for the runs before it.
+    let (def_id, waits) = {
+        let r = ctx.live.record.lock().expect("record");
+        let scheduled = matches!(r.trigger, Some(Trigger::Schedule | Trigger::CatchUp));
+        (r.definition_id.clone(), scheduled && r.definition.overlap == Overlap::Queue)
+    };
+    if waits && !ctx.engine.until_older_runs_end(&def_id, ctx.live.num, &ctx.live.cancel).await {
+        return false;
+    }
     // A run on a paused queue stays pending until the queue resumes.
     ctx.live.queue.until_resumed(&ctx.live.cancel).await
 }
@@ -353,7 +362,7 @@ async fn run_step_unit(ctx: &Ctx, i: u32, plan: &StepPlan) -> Outcome {
         if !tries.wait(&cancel).await {
             return Err(Failure::Cancelled);
         }
-        let Some(permit) = live.queue.slot(&cancel).await else { return Err(Failure::Cancelled) };
+        let Some(permit) = live.queue.slot(live.priority, &cancel).await else { return Err(Failure::Cancelled) };
         save(AttemptState { attempt: tries.state.attempt, next_ms: None }).await;
         if let Some(msg) = tries.started_message() {
             sink.send(Level::Info, msg).await;
@@ -597,7 +606,7 @@ impl Child {
             if !tries.wait(&token).await {
                 break Err(Failure::Cancelled);
             }
-            let Some(permit) = live.queue.slot(&token).await else { break Err(Failure::Cancelled) };
+            let Some(permit) = live.queue.slot(live.priority, &token).await else { break Err(Failure::Cancelled) };
             if !started {
                 started = true;
                 rec.started_ms = Some(now_ms());

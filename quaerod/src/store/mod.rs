@@ -62,6 +62,13 @@ pub struct ManagerRecord {
     /// A delayed run: it stays pending until this time (ms since the epoch).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduled_ms: Option<i64>,
+    /// What started it (`None` in records from before triggers: an execute).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<quaero_shared::Trigger>,
+    /// Started by the schedule: the scheduled time it ran for. The scheduler counts from
+    /// the newest of these at a start, so no time runs twice after a crash.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schedule_ms: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -195,6 +202,8 @@ pub trait Store: Send + Sync {
     fn definitions(&self) -> Result<Vec<JobDefinition>>;
     /// Keeps a setting across restarts (`None` removes it).
     fn put_setting(&self, key: &str, value: Option<&str>) -> Result<()>;
+    /// Sets or removes several settings at once, durably.
+    fn put_settings(&self, kv: &[(String, Option<String>)]) -> Result<()>;
     /// Every setting kept, by key.
     fn settings(&self) -> Result<std::collections::BTreeMap<String, String>>;
     /// Bytes the store occupies on disk.

@@ -363,13 +363,12 @@ fn manager_record(num: u64, steps: u32) -> ManagerRecord {
                     timeout: None,
                 })
                 .collect(),
-            params: Default::default(),
-            tags: Vec::new(),
-            enabled: true,
-            queue: None,
+            ..Default::default()
         },
         params: Default::default(),
         scheduled_ms: None,
+        trigger: None,
+        schedule_ms: None,
     }
 }
 

@@ -417,6 +417,19 @@ impl Store for SledStore {
         Ok(())
     }
 
+    fn put_settings(&self, kv: &[(String, Option<String>)]) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for (k, v) in kv {
+            match v {
+                Some(v) => batch.insert(k.as_bytes(), v.as_bytes()),
+                None => batch.remove(k.as_bytes()),
+            }
+        }
+        self.settings.apply_batch(batch)?;
+        self.settings.flush()?;
+        Ok(())
+    }
+
     fn settings(&self) -> Result<std::collections::BTreeMap<String, String>> {
         let mut out = std::collections::BTreeMap::new();
         for item in self.settings.iter() {
