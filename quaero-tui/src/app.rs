@@ -2,10 +2,11 @@
 //! a message and the current instant, returning the network commands to run. Nothing here
 //! touches the terminal, the network or the clock, so tests drive it with plain values.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use quaero_shared::{
-    DefinitionInfo, Event, Job, JobKind, JobStatus, JobsList, LogsResponse, ServerMessage, Stats, StepSummary,
+    DefinitionInfo, Event, ExecuteRequest, Job, JobKind, JobStatus, JobsList, LogsResponse, ParamSpec, ParamValue,
+    QueueInfo, ServerMessage, Stats, StepSummary,
 };
 use ratatui::crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 use tokio::time::Instant;
@@ -37,12 +38,13 @@ pub enum Msg {
         result: Result<LogsResponse, String>,
     },
     Definitions(Result<Vec<DefinitionInfo>, String>),
+    Queues(Result<Vec<QueueInfo>, String>),
     /// An action finished; the text goes to the status line.
     ActionDone(Result<String, String>),
 }
 
 /// Work for the network task.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Cmd {
     LoadManagers {
         status: Option<JobStatus>,
@@ -53,7 +55,19 @@ pub enum Cmd {
     /// The last [`EVENTS_SHOWN`] events of a step, oldest first.
     LoadLogs(String),
     LoadDefinitions,
-    Execute(String),
+    LoadQueues,
+    Execute {
+        definition: String,
+        req: ExecuteRequest,
+    },
+    SetEnabled {
+        definition: String,
+        enabled: bool,
+    },
+    SetQueuePaused {
+        queue: String,
+        paused: bool,
+    },
     Cancel(String),
     Delete(String),
     Rerun(String),
@@ -82,6 +96,14 @@ pub enum View {
         /// The step the user opened; when none, a running or failed step opens by itself.
         opened: Option<String>,
     },
+    /// The definitions: schedule, next run, enabled; run one, enable or disable it.
+    Definitions {
+        selected: usize,
+    },
+    /// The named queues: counts; pause or resume one.
+    Queues {
+        selected: usize,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,8 +121,77 @@ pub enum PickerKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Overlay {
     Help,
-    Confirm { action: Action, job_id: String },
-    Picker { kind: PickerKind, selected: usize },
+    Confirm {
+        action: Action,
+        job_id: String,
+    },
+    Picker {
+        kind: PickerKind,
+        selected: usize,
+    },
+    /// Run a definition: a field per parameter, then an optional delay.
+    Params(ParamsForm),
+}
+
+/// The run dialog's fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamsForm {
+    pub definition: String,
+    pub fields: Vec<ParamField>,
+    /// The field being edited (`fields.len()`: the delay).
+    pub at: usize,
+    pub delay: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamField {
+    pub name: String,
+    pub value: String,
+    /// No default: a value must be given.
+    pub required: bool,
+    pub description: String,
+}
+
+/// The longest value typed into a field.
+const FIELD_MAX: usize = 500;
+
+impl ParamsForm {
+    pub fn new(def: &DefinitionInfo) -> ParamsForm {
+        let fields = def
+            .params
+            .iter()
+            .map(|(name, spec)| ParamField {
+                name: name.clone(),
+                value: spec.default_text().unwrap_or_default(),
+                required: spec.default_text().is_none(),
+                description: match spec {
+                    ParamSpec::Declared(d) => d.description.clone(),
+                    ParamSpec::Default(_) => String::new(),
+                },
+            })
+            .collect();
+        ParamsForm { definition: def.id.clone(), fields, at: 0, delay: String::new() }
+    }
+
+    fn current(&mut self) -> &mut String {
+        match self.fields.get_mut(self.at) {
+            Some(f) => &mut f.value,
+            None => &mut self.delay,
+        }
+    }
+
+    /// The request: every filled field as text. An empty field is left out: an optional
+    /// one keeps its default, and for a required one the daemon answers naming it.
+    pub fn request(&self) -> ExecuteRequest {
+        let params: BTreeMap<String, ParamValue> = self
+            .fields
+            .iter()
+            .filter(|f| !f.value.is_empty())
+            .map(|f| (f.name.clone(), ParamValue::Text(f.value.clone())))
+            .collect();
+        let delay = Some(self.delay.trim().to_string()).filter(|d| !d.is_empty());
+        ExecuteRequest { params, delay, run_at: None }
+    }
 }
 
 /// The events pane of one step.
@@ -123,6 +214,7 @@ pub struct App {
     pub selected: usize,
     pub status_filter: Option<JobStatus>,
     pub definitions: Vec<DefinitionInfo>,
+    pub queues: Vec<QueueInfo>,
     /// Managers with their steps, by id: fetched on demand, then kept current by the socket.
     pub details: HashMap<String, Job>,
     pub events: HashMap<String, StepEvents>,
@@ -149,6 +241,7 @@ impl App {
             selected: 0,
             status_filter: None,
             definitions: Vec::new(),
+            queues: Vec::new(),
             details: HashMap::new(),
             events: HashMap::new(),
             view: View::Managers,
@@ -164,7 +257,7 @@ impl App {
 
     /// The first loads, before any message.
     pub fn init(&mut self) -> Vec<Cmd> {
-        vec![self.load_managers_cmd(), Cmd::LoadStats, Cmd::LoadDefinitions]
+        vec![self.load_managers_cmd(), Cmd::LoadStats, Cmd::LoadDefinitions, Cmd::LoadQueues]
     }
 
     pub fn update(&mut self, msg: Msg, now: Instant) -> Vec<Cmd> {
@@ -217,16 +310,27 @@ impl App {
                     Err(e) => pane.error = Some(e),
                 }
             }
-            Msg::Definitions(Ok(defs)) => self.definitions = defs,
+            Msg::Definitions(Ok(defs)) => {
+                self.definitions = defs;
+                if let View::Definitions { selected } = &mut self.view {
+                    *selected = (*selected).min(self.definitions.len().saturating_sub(1));
+                }
+            }
+            Msg::Queues(Ok(q)) => self.queues = q,
             Msg::ActionDone(result) => {
                 self.status_line = Some(match result {
                     Ok(m) | Err(m) => m,
                 });
                 cmds.push(Cmd::LoadStats);
+                match self.view {
+                    View::Definitions { .. } => cmds.push(Cmd::LoadDefinitions),
+                    View::Queues { .. } => cmds.push(Cmd::LoadQueues),
+                    _ => {}
+                }
                 self.managers_throttle.request(now, STEP_REFETCH_EVERY, true);
                 cmds.push(self.load_managers_cmd());
             }
-            Msg::Managers(Err(e)) | Msg::Stats(Err(e)) | Msg::Definitions(Err(e)) => {
+            Msg::Managers(Err(e)) | Msg::Stats(Err(e)) | Msg::Definitions(Err(e)) | Msg::Queues(Err(e)) => {
                 self.status_line = Some(e);
             }
         }
@@ -267,9 +371,10 @@ impl App {
                 self.conn = Conn::Connected;
                 // Triggers were missed while away (and the first loads may have failed
                 // before the daemon was up): reload what is on screen.
-                if self.definitions.is_empty() {
+                if self.definitions.is_empty() || matches!(self.view, View::Definitions { .. }) {
                     cmds.push(Cmd::LoadDefinitions);
                 }
+                cmds.push(Cmd::LoadQueues);
                 cmds.push(Cmd::LoadStats);
                 self.managers_throttle.request(now, STEP_REFETCH_EVERY, true);
                 cmds.push(self.load_managers_cmd());
@@ -341,6 +446,7 @@ impl App {
                 }
             }
             ServerMessage::QueueStats(s) => self.stats = Some(s),
+            ServerMessage::Queues(q) => self.queues = q.queues,
             ServerMessage::JobLog(_) | ServerMessage::Error(_) => {}
         }
     }
@@ -353,7 +459,7 @@ impl App {
     pub fn open_steps(&self) -> &[StepSummary] {
         match &self.view {
             View::Manager { id, .. } => self.details.get(id).and_then(|d| d.steps.as_deref()).unwrap_or(&[]),
-            View::Managers => &[],
+            View::Managers | View::Definitions { .. } | View::Queues { .. } => &[],
         }
     }
 
@@ -379,6 +485,22 @@ impl App {
         match &self.view {
             View::Managers => self.managers.get(self.selected).map(|m| m.id.clone()),
             View::Manager { id, .. } => Some(id.clone()),
+            View::Definitions { .. } | View::Queues { .. } => None,
+        }
+    }
+
+    /// Runs a definition: at once if it takes no parameters, else through the run dialog.
+    fn run_definition(&mut self, index: usize, cmds: &mut Vec<Cmd>) {
+        let Some(def) = self.definitions.get(index) else { return };
+        if !def.valid {
+            self.status_line = Some(format!("{} is not valid", def.id));
+        } else if !def.enabled {
+            self.status_line =
+                Some(format!("{} is disabled; press e in the definitions view (D) to enable it", def.id));
+        } else if def.params.is_empty() {
+            cmds.push(Cmd::Execute { definition: def.id.clone(), req: ExecuteRequest::default() });
+        } else {
+            self.overlay = Some(Overlay::Params(ParamsForm::new(def)));
         }
     }
 
@@ -429,9 +551,19 @@ impl App {
                     cmds.push(Cmd::Rerun(id));
                 }
             }
+            KeyCode::Char('D') => {
+                cmds.push(Cmd::LoadDefinitions);
+                self.view = View::Definitions { selected: 0 };
+            }
+            KeyCode::Char('Q') => {
+                cmds.push(Cmd::LoadQueues);
+                self.view = View::Queues { selected: 0 };
+            }
             _ => match self.view.clone() {
                 View::Managers => self.on_managers_key(k, now, cmds),
                 View::Manager { .. } => self.on_manager_key(k),
+                View::Definitions { selected } => self.on_definitions_key(k, selected, cmds),
+                View::Queues { selected } => self.on_queues_key(k, selected, cmds),
             },
         }
     }
@@ -452,6 +584,26 @@ impl App {
                 KeyCode::Char('n') | KeyCode::Esc | KeyCode::Char('q') => {}
                 _ => self.overlay = Some(Overlay::Confirm { action, job_id }),
             },
+            Overlay::Params(mut form) => {
+                let fields = form.fields.len() + 1;
+                match k.code {
+                    KeyCode::Esc => return,
+                    KeyCode::Enter => {
+                        cmds.push(Cmd::Execute { definition: form.definition.clone(), req: form.request() });
+                        return;
+                    }
+                    KeyCode::Tab | KeyCode::Down => form.at = (form.at + 1) % fields,
+                    KeyCode::BackTab | KeyCode::Up => form.at = (form.at + fields - 1) % fields,
+                    KeyCode::Backspace => {
+                        form.current().pop();
+                    }
+                    KeyCode::Char(c) if !c.is_control() && form.current().chars().count() < FIELD_MAX => {
+                        form.current().push(c);
+                    }
+                    _ => {}
+                }
+                self.overlay = Some(Overlay::Params(form));
+            }
             Overlay::Picker { kind, selected } => {
                 let len = self.picker_len(kind);
                 let selected = match k.code {
@@ -473,15 +625,7 @@ impl App {
 
     fn pick(&mut self, kind: PickerKind, selected: usize, now: Instant, cmds: &mut Vec<Cmd>) {
         match kind {
-            PickerKind::Run => {
-                if let Some(def) = self.definitions.get(selected) {
-                    if def.valid {
-                        cmds.push(Cmd::Execute(def.id.clone()));
-                    } else {
-                        self.status_line = Some(format!("{} is not valid", def.id));
-                    }
-                }
-            }
+            PickerKind::Run => self.run_definition(selected, cmds),
             PickerKind::Filter => {
                 self.status_filter = selected.checked_sub(1).and_then(|i| JobStatus::ALL.get(i).copied());
                 self.offset = 0;
@@ -521,6 +665,54 @@ impl App {
             }
             _ => {}
         }
+    }
+
+    fn on_definitions_key(&mut self, k: KeyEvent, selected: usize, cmds: &mut Vec<Cmd>) {
+        let last = self.definitions.len().saturating_sub(1);
+        let selected = match k.code {
+            KeyCode::Esc | KeyCode::Backspace | KeyCode::Char('h') | KeyCode::Left => {
+                self.view = View::Managers;
+                return;
+            }
+            KeyCode::Char('j') | KeyCode::Down => (selected + 1).min(last),
+            KeyCode::Char('k') | KeyCode::Up => selected.saturating_sub(1),
+            KeyCode::Char('g') | KeyCode::Home => 0,
+            KeyCode::Char('G') | KeyCode::End => last,
+            KeyCode::Enter => {
+                self.run_definition(selected, cmds);
+                selected
+            }
+            KeyCode::Char('e') => {
+                if let Some(d) = self.definitions.get(selected) {
+                    cmds.push(Cmd::SetEnabled { definition: d.id.clone(), enabled: !d.enabled });
+                }
+                selected
+            }
+            _ => selected,
+        };
+        self.view = View::Definitions { selected };
+    }
+
+    fn on_queues_key(&mut self, k: KeyEvent, selected: usize, cmds: &mut Vec<Cmd>) {
+        let last = self.queues.len().saturating_sub(1);
+        let selected = match k.code {
+            KeyCode::Esc | KeyCode::Backspace | KeyCode::Char('h') | KeyCode::Left => {
+                self.view = View::Managers;
+                return;
+            }
+            KeyCode::Char('j') | KeyCode::Down => (selected + 1).min(last),
+            KeyCode::Char('k') | KeyCode::Up => selected.saturating_sub(1),
+            KeyCode::Char('g') | KeyCode::Home => 0,
+            KeyCode::Char('G') | KeyCode::End => last,
+            KeyCode::Char('p') | KeyCode::Enter => {
+                if let Some(q) = self.queues.get(selected) {
+                    cmds.push(Cmd::SetQueuePaused { queue: q.name.clone(), paused: !q.paused });
+                }
+                selected
+            }
+            _ => selected,
+        };
+        self.view = View::Queues { selected };
     }
 
     fn on_manager_key(&mut self, k: KeyEvent) {

@@ -53,9 +53,31 @@ async fn perform(client: Client, cmd: Cmd) -> Msg {
             Msg::Logs { step_id, result }
         }
         Cmd::LoadDefinitions => Msg::Definitions(client.definitions().await.map(|d| d.job_definitions).map_err(err)),
-        Cmd::Execute(def) => {
-            Msg::ActionDone(client.execute(&def).await.map(|r| format!("started {} from {def}", r.job_id)).map_err(err))
-        }
+        Cmd::LoadQueues => Msg::Queues(client.queues().await.map(|q| q.queues).map_err(err)),
+        Cmd::Execute { definition, req } => Msg::ActionDone(
+            client
+                .execute_with(&definition, &req)
+                .await
+                .map(|r| match &req.delay {
+                    Some(d) => format!("{} from {definition} starts in {d}", r.job_id),
+                    None => format!("started {} from {definition}", r.job_id),
+                })
+                .map_err(err),
+        ),
+        Cmd::SetEnabled { definition, enabled } => Msg::ActionDone(
+            client
+                .set_enabled(&definition, enabled)
+                .await
+                .map(|d| format!("{} {}", d.id, if d.enabled { "enabled" } else { "disabled" }))
+                .map_err(err),
+        ),
+        Cmd::SetQueuePaused { queue, paused } => Msg::ActionDone(
+            client
+                .set_queue_paused(&queue, paused)
+                .await
+                .map(|q| format!("queue {} {}", q.name, if q.paused { "paused" } else { "resumed" }))
+                .map_err(err),
+        ),
         Cmd::Cancel(id) => Msg::ActionDone(client.cancel(&id).await.map(|r| r.message).map_err(err)),
         Cmd::Delete(id) => Msg::ActionDone(
             client

@@ -8,7 +8,7 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row, StatefulWidget, Table, TableState, Widget, Wrap};
 
-use crate::app::{Action, App, Conn, EVENTS_SHOWN, Focus, Overlay, PickerKind, View};
+use crate::app::{Action, App, Conn, EVENTS_SHOWN, Focus, Overlay, ParamsForm, PickerKind, View};
 use crate::text::{event_source, event_time, human_duration, level_label, parse_rfc3339_ms};
 
 /// Below this width the tables drop their secondary columns.
@@ -22,6 +22,8 @@ pub const HELP: &[(&str, &str)] = &[
     ("n / p", "next / previous page"),
     ("/", "filter by status"),
     ("r", "run a definition"),
+    ("D", "definitions (e on/off, Enter run)"),
+    ("Q", "queues (p pause/resume)"),
     ("c", "cancel (confirm)"),
     ("d", "delete (confirm)"),
     ("R", "rerun"),
@@ -37,6 +39,8 @@ impl Widget for &App {
         match &self.view {
             View::Managers => self.render_managers(body, buf),
             View::Manager { id, focus, step_sel, .. } => self.render_manager(id, *focus, *step_sel, body, buf),
+            View::Definitions { selected } => self.render_definitions(*selected, body, buf),
+            View::Queues { selected } => self.render_queues(*selected, body, buf),
         }
         self.render_footer(footer, buf);
         match &self.overlay {
@@ -44,6 +48,7 @@ impl Widget for &App {
             Some(Overlay::Help) => self.render_help(area, buf),
             Some(Overlay::Confirm { action, job_id }) => self.render_confirm(*action, job_id, area, buf),
             Some(Overlay::Picker { kind, selected }) => self.render_picker(*kind, *selected, area, buf),
+            Some(Overlay::Params(form)) => self.render_params(form, area, buf),
         }
     }
 }
@@ -112,7 +117,11 @@ impl App {
         let text = match &self.status_line {
             Some(s) => Line::styled(sanitize_terminal(s), self.fg(Color::Yellow)),
             None => Line::styled(
-                "? help  q quit  Enter open  Esc back  / filter  r run  c cancel  d delete  R rerun",
+                match self.view {
+                    View::Definitions { .. } => "? help  Enter run  e enable/disable  Esc back  Q queues  q quit",
+                    View::Queues { .. } => "? help  p pause/resume  Esc back  D definitions  q quit",
+                    _ => "? help  q quit  / filter  r run  c cancel  d delete  R rerun  D definitions  Q queues",
+                },
                 self.fg(Color::DarkGray),
             ),
         };
@@ -331,6 +340,153 @@ impl App {
         Paragraph::new(lines)
             .block(Block::default().borders(Borders::ALL).title(" Keys (any key closes) "))
             .render(popup, buf);
+    }
+
+    /// `in 4m` / `4m ago` from now on the app's wall clock.
+    fn relative(&self, rfc: &str) -> String {
+        match parse_rfc3339_ms(rfc) {
+            Some(t) if self.wall_ms > 0 && t >= self.wall_ms => {
+                format!("in {}", human_duration((t - self.wall_ms) as u64))
+            }
+            Some(t) if self.wall_ms > 0 => format!("{} ago", human_duration((self.wall_ms - t) as u64)),
+            _ => sanitize_terminal(rfc),
+        }
+    }
+
+    fn render_definitions(&self, selected: usize, area: Rect, buf: &mut Buffer) {
+        let narrow = area.width < NARROW;
+        let block = Block::default().borders(Borders::ALL).title(format!(" Definitions ({}) ", self.definitions.len()));
+        if self.definitions.is_empty() {
+            Paragraph::new("No job definitions loaded.").block(block).render(area, buf);
+            return;
+        }
+        let rows = self.definitions.iter().map(|d| {
+            let state = if !d.valid {
+                Span::styled("invalid", self.fg(Color::Red))
+            } else if d.enabled {
+                Span::styled("on", self.fg(Color::Green))
+            } else {
+                Span::styled("off", self.fg(Color::Yellow))
+            };
+            let schedule = match (&d.schedule_text, &d.schedule) {
+                (Some(t), _) => sanitize_terminal(t),
+                (None, Some(s)) => sanitize_terminal(s),
+                (None, None) => "-".into(),
+            };
+            let next = d.next_run_at.as_deref().map_or("-".into(), |n| self.relative(n));
+            let last = d.last_run.as_ref().map_or(Span::raw("-"), |l| {
+                let when = l.finished_at.as_deref().map(|f| format!(" {}", self.relative(f))).unwrap_or_default();
+                Span::styled(format!("{}{when}", l.status.as_str()), self.status_style(l.status))
+            });
+            let id = sanitize_terminal(&d.id);
+            if narrow {
+                Row::new(vec![Cell::from(state), Cell::from(id), Cell::from(next)])
+            } else {
+                let tags = d.tags.iter().map(|t| sanitize_terminal(t)).collect::<Vec<_>>().join(",");
+                Row::new(vec![
+                    Cell::from(state),
+                    Cell::from(id),
+                    Cell::from(schedule),
+                    Cell::from(next),
+                    Cell::from(last),
+                    Cell::from(sanitize_terminal(&d.queue)),
+                    Cell::from(tags),
+                ])
+            }
+        });
+        let (header, widths): (Vec<&str>, Vec<Constraint>) = if narrow {
+            (vec!["ON", "ID", "NEXT"], vec![Constraint::Length(7), Constraint::Min(10), Constraint::Length(12)])
+        } else {
+            (
+                vec!["ON", "ID", "SCHEDULE", "NEXT RUN", "LAST RUN", "QUEUE", "TAGS"],
+                vec![
+                    Constraint::Length(7),
+                    Constraint::Min(14),
+                    Constraint::Min(18),
+                    Constraint::Length(12),
+                    Constraint::Length(20),
+                    Constraint::Length(10),
+                    Constraint::Min(8),
+                ],
+            )
+        };
+        let table = Table::new(rows, widths)
+            .header(Row::new(header).style(Style::default().add_modifier(Modifier::BOLD)))
+            .block(block)
+            .row_highlight_style(self.selected_style());
+        let mut state = TableState::default().with_selected(Some(selected));
+        StatefulWidget::render(table, area, buf, &mut state);
+    }
+
+    fn render_queues(&self, selected: usize, area: Rect, buf: &mut Buffer) {
+        let block = Block::default().borders(Borders::ALL).title(format!(" Queues ({}) ", self.queues.len()));
+        if self.queues.is_empty() {
+            Paragraph::new("loading…").block(block).render(area, buf);
+            return;
+        }
+        let rows = self.queues.iter().map(|q| {
+            let state = if q.paused {
+                Span::styled("paused", self.fg(Color::Yellow))
+            } else {
+                Span::styled("active", self.fg(Color::Green))
+            };
+            Row::new(vec![
+                Cell::from(sanitize_terminal(&q.name)),
+                Cell::from(state),
+                Cell::from(format!("{}/{}", q.running, q.concurrency)),
+                Cell::from(q.pending.to_string()),
+                Cell::from(q.completed_last_minute.to_string()),
+            ])
+        });
+        let widths = [
+            Constraint::Min(10),
+            Constraint::Length(7),
+            Constraint::Length(9),
+            Constraint::Length(8),
+            Constraint::Length(10),
+        ];
+        let table = Table::new(rows, widths)
+            .header(
+                Row::new(vec!["QUEUE", "STATE", "RUNNING", "PENDING", "DONE/MIN"])
+                    .style(Style::default().add_modifier(Modifier::BOLD)),
+            )
+            .block(block)
+            .row_highlight_style(self.selected_style());
+        let mut state = TableState::default().with_selected(Some(selected));
+        StatefulWidget::render(table, area, buf, &mut state);
+    }
+
+    fn render_params(&self, form: &ParamsForm, area: Rect, buf: &mut Buffer) {
+        let width = 60.min(area.width);
+        let popup = centered(area, width, (form.fields.len() as u16 + 5).min(area.height));
+        Clear.render(popup, buf);
+        let title = format!(" Run {} ", sanitize_terminal(&form.definition));
+        let block = Block::default().borders(Borders::ALL).title(title);
+        let field = |label: String, value: &str, at: bool, hint: &str| {
+            let style = if at { self.selected_style() } else { Style::default() };
+            let mut spans = vec![Span::raw(format!("{label:<16} ")), Span::styled(format!("{value}▏"), style)];
+            if !hint.is_empty() && value.is_empty() {
+                spans.push(Span::styled(format!(" {hint}"), self.fg(Color::DarkGray)));
+            }
+            Line::from(spans)
+        };
+        let mut lines: Vec<Line> = form
+            .fields
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let label = format!("{}{}", sanitize_terminal(&f.name), if f.required { "*" } else { "" });
+                field(label, &sanitize_terminal(&f.value), i == form.at, &sanitize_terminal(&f.description))
+            })
+            .collect();
+        lines.push(field(
+            "delay".into(),
+            &sanitize_terminal(&form.delay),
+            form.at == form.fields.len(),
+            "now, or 10m, 2h…",
+        ));
+        lines.push(Line::styled("Tab next field · Enter run · Esc cancel · * required", self.fg(Color::DarkGray)));
+        Paragraph::new(lines).block(block).render(popup, buf);
     }
 
     fn render_confirm(&self, action: Action, job_id: &str, area: Rect, buf: &mut Buffer) {
@@ -619,5 +775,119 @@ mod tests {
         let (mut app, t0) = dashboard(true);
         open_step(&mut app, t0, vec![event(1, "m1-s2", Level::Error, "boom")]);
         assert!(draw(&app, 100, 16).content().iter().any(|c| c.fg == Color::Red));
+    }
+
+    fn definitions() -> Vec<quaero_shared::DefinitionInfo> {
+        let nightly: quaero_shared::DefinitionInfo = serde_json::from_value(serde_json::json!({
+            "id": "nightly", "name": "Nightly", "description": "", "steps": [], "valid": true,
+            "source": "api", "enabled": true, "queue": "default", "schedule": "30 2 * * *",
+            "timezone": "Europe/Berlin", "schedule_text": "At 02:30 \u{1b}[2J",
+            // Four minutes after WALL.
+            "next_run_at": "2026-11-28T13:06:05Z",
+            "last_run": {"job_id": "m1", "status": "failed", "finished_at": "2026-11-28T13:00:05Z"},
+            "tags": ["db", "nightly"],
+            "params": {"env": "staging", "host": {"description": "where to"}}
+        }))
+        .unwrap();
+        let off: quaero_shared::DefinitionInfo = serde_json::from_value(serde_json::json!({
+            "id": "manual", "name": "Manual", "description": "", "steps": [], "valid": true,
+            "source": "api", "enabled": false, "queue": "batch"
+        }))
+        .unwrap();
+        vec![nightly, off]
+    }
+
+    fn press(app: &mut App, t0: Instant, code: KeyCode) -> Vec<crate::app::Cmd> {
+        app.update(Msg::Key(KeyEvent::from(code)), t0)
+    }
+
+    #[test]
+    fn the_definitions_view_shows_schedules_next_runs_and_switches_them() {
+        use crate::app::Cmd;
+        let (mut app, t0) = dashboard(true);
+        let cmds = press(&mut app, t0, KeyCode::Char('D'));
+        assert!(cmds.contains(&Cmd::LoadDefinitions));
+        app.update(Msg::Definitions(Ok(definitions())), t0);
+        let s = screen(&draw(&app, 120, 10));
+        assert!(s.contains("At 02:30"), "{s}");
+        assert!(s.contains("in 4m00s"), "next run, relative: {s}");
+        assert!(s.contains("failed 2m00s ago"), "last run: {s}");
+        assert!(s.contains("db,nightly"), "{s}");
+        assert!(s.contains("off") && s.contains("manual"), "{s}");
+        assert!(draw(&app, 120, 10).content().iter().all(|c| !c.symbol().contains('\x1b')), "sanitized");
+
+        // e switches the selected one: nightly is on, so it asks to disable it.
+        let cmds = press(&mut app, t0, KeyCode::Char('e'));
+        assert_eq!(cmds, vec![Cmd::SetEnabled { definition: "nightly".into(), enabled: false }]);
+        press(&mut app, t0, KeyCode::Char('j'));
+        let cmds = press(&mut app, t0, KeyCode::Char('e'));
+        assert_eq!(cmds, vec![Cmd::SetEnabled { definition: "manual".into(), enabled: true }]);
+        // A disabled one does not run; it says how to enable it.
+        let cmds = press(&mut app, t0, KeyCode::Enter);
+        assert!(cmds.is_empty());
+        assert!(app.status_line.as_deref().unwrap().contains("disabled"));
+        press(&mut app, t0, KeyCode::Esc);
+        assert_eq!(app.view, View::Managers);
+    }
+
+    #[test]
+    fn running_a_definition_with_params_asks_for_each_and_a_delay() {
+        use crate::app::Cmd;
+        let (mut app, t0) = dashboard(true);
+        app.update(Msg::Definitions(Ok(definitions())), t0);
+        press(&mut app, t0, KeyCode::Char('r'));
+        press(&mut app, t0, KeyCode::Enter);
+        let s = screen(&draw(&app, 100, 16));
+        assert!(s.contains("Run nightly"), "{s}");
+        assert!(s.contains("env") && s.contains("staging"), "the default is filled in: {s}");
+        assert!(s.contains("host*") && s.contains("where to"), "required, with its description: {s}");
+        // env: replace "staging" with "prod"; host: "db1"; delay: "10m". `q` is text here.
+        for _ in 0.."staging".len() {
+            press(&mut app, t0, KeyCode::Backspace);
+        }
+        for c in "prod".chars() {
+            press(&mut app, t0, KeyCode::Char(c));
+        }
+        press(&mut app, t0, KeyCode::Tab);
+        for c in "db1q".chars() {
+            press(&mut app, t0, KeyCode::Char(c));
+        }
+        press(&mut app, t0, KeyCode::Tab);
+        for c in "10m".chars() {
+            press(&mut app, t0, KeyCode::Char(c));
+        }
+        let cmds = press(&mut app, t0, KeyCode::Enter);
+        let [Cmd::Execute { definition, req }] = cmds.as_slice() else { panic!("{cmds:?}") };
+        assert_eq!(definition, "nightly");
+        assert_eq!(req.params["env"].to_text(), "prod");
+        assert_eq!(req.params["host"].to_text(), "db1q");
+        assert_eq!(req.delay.as_deref(), Some("10m"));
+        assert!(app.overlay.is_none());
+        assert!(!app.should_quit, "q typed into a field does not quit");
+    }
+
+    #[test]
+    fn the_queues_view_follows_the_socket_and_pauses() {
+        use crate::app::Cmd;
+        let (mut app, t0) = dashboard(true);
+        let cmds = press(&mut app, t0, KeyCode::Char('Q'));
+        assert!(cmds.contains(&Cmd::LoadQueues));
+        let q = |paused: bool, running: u64| quaero_shared::QueueInfo {
+            name: "default".into(),
+            concurrency: 16,
+            paused,
+            pending: 3,
+            running,
+            completed_last_minute: 42,
+        };
+        app.update(Msg::Queues(Ok(vec![q(false, 2)])), t0);
+        let s = screen(&draw(&app, 80, 8));
+        assert!(s.contains("default") && s.contains("active") && s.contains("2/16") && s.contains("42"), "{s}");
+        let cmds = press(&mut app, t0, KeyCode::Char('p'));
+        assert_eq!(cmds, vec![Cmd::SetQueuePaused { queue: "default".into(), paused: true }]);
+        let msg = quaero_shared::ServerMessage::Queues(quaero_shared::QueuesList { queues: vec![q(true, 5)] });
+        app.update(Msg::Link(LinkEvent::Message(msg)), t0);
+        let s = screen(&draw(&app, 80, 8));
+        assert!(s.contains("paused") && s.contains("5/16"), "{s}");
     }
 }

@@ -12,7 +12,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use quaero_shared::{Event, JobPath, JobStatusChange, RefreshStepEvents, ServerMessage, Stats, StepProgress};
+use quaero_shared::{
+    Event, JobPath, JobStatusChange, QueuesList, RefreshStepEvents, ServerMessage, Stats, StepProgress,
+};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -41,6 +43,7 @@ struct Pending {
     status: Vec<JobStatusChange>,
     progress: BTreeMap<String, StepProgress>,
     stats: Option<Stats>,
+    queues: Option<Arc<QueuesList>>,
     logs: VecDeque<Arc<str>>,
     /// Push mode: `job_log` messages dropped since the client last took its messages.
     logs_dropped: u64,
@@ -134,6 +137,10 @@ impl Outbox {
         self.with(|p| p.stats = Some(s));
     }
 
+    fn add_queues(&self, q: &Arc<QueuesList>) {
+        self.with(|p| p.queues = Some(q.clone()));
+    }
+
     /// Push mode: one commit's `job_log` messages (manager number, message), under one lock.
     fn add_logs(&self, logs: &[(u64, Arc<str>)]) {
         let filter = self.filter.lock().expect("filter").clone();
@@ -194,6 +201,9 @@ impl Outbox {
         if let Some(s) = p.stats {
             out.push(OutMsg::Msg(ServerMessage::QueueStats(s)));
         }
+        if let Some(q) = p.queues {
+            out.push(OutMsg::Msg(ServerMessage::Queues((*q).clone())));
+        }
         out
     }
 }
@@ -220,11 +230,41 @@ pub struct Aggregator {
     pub threshold: Duration,
     pub mode: WsMode,
     next_client: AtomicU64,
+    /// Reads the named queues (set by the engine); what it returns is sent at a tick when
+    /// it changed since the last one.
+    queues_probe: Mutex<Option<QueuesProbe>>,
+    last_queues: Mutex<Option<Arc<QueuesList>>>,
 }
+
+pub type QueuesProbe = Box<dyn Fn() -> QueuesList + Send + Sync>;
 
 impl Aggregator {
     pub fn new(threshold: Duration, mode: WsMode) -> Arc<Aggregator> {
-        Arc::new(Aggregator { state: Mutex::new(State::default()), threshold, mode, next_client: AtomicU64::new(1) })
+        Arc::new(Aggregator {
+            state: Mutex::new(State::default()),
+            threshold,
+            mode,
+            next_client: AtomicU64::new(1),
+            queues_probe: Mutex::new(None),
+            last_queues: Mutex::new(None),
+        })
+    }
+
+    /// Where the tick reads the named queues from.
+    pub fn set_queues_probe(&self, probe: QueuesProbe) {
+        *self.queues_probe.lock().expect("probe") = Some(probe);
+    }
+
+    /// The queues, if they changed since the last tick that sent them.
+    fn queues_changed(&self) -> Option<Arc<QueuesList>> {
+        let now = self.queues_probe.lock().expect("probe").as_ref().map(|f| f())?;
+        let mut last = self.last_queues.lock().expect("last queues");
+        if last.as_deref() == Some(&now) {
+            return None;
+        }
+        let now = Arc::new(now);
+        *last = Some(now.clone());
+        Some(now)
     }
 
     pub fn register(&self) -> (u64, Arc<Outbox>) {
@@ -295,6 +335,7 @@ impl Aggregator {
 
     /// One tick: periodic triggers, coalesced progress and stats to every client.
     pub fn tick(&self) {
+        let queues = self.queues_changed();
         let mut s = self.state.lock().expect("state");
         let dirty: Vec<JobPath> = s.dirty.drain().map(|(k, _)| k).collect();
         let progress: Vec<StepProgress> = s.progress.drain().map(|(_, v)| v).collect();
@@ -305,7 +346,7 @@ impl Aggregator {
             }
             _ => None,
         };
-        if dirty.is_empty() && progress.is_empty() && stats.is_none() {
+        if dirty.is_empty() && progress.is_empty() && stats.is_none() && queues.is_none() {
             return;
         }
         let last_seq = s.last_seq;
@@ -320,6 +361,9 @@ impl Aggregator {
             }
             if let Some(st) = stats {
                 o.add_stats(st);
+            }
+            if let Some(q) = &queues {
+                o.add_queues(q);
             }
         }
         if !dirty.is_empty() {

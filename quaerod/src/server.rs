@@ -62,6 +62,7 @@ pub async fn run(
         tracing::info!(jobs = resumed, "resumed jobs interrupted by the last stop");
     }
     engine.start_scheduling().await?;
+    engine.watch_queues();
     // The start line, once the daemon is ready (tests and scripts wait for it). Not
     // println!: with stdout closed (`quaerod | head -0`), the daemon runs on.
     if let Ok(addr) = listener.local_addr() {

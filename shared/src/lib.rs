@@ -828,6 +828,9 @@ pub enum ServerMessage {
     JobStatusChange(JobStatusChange),
     StepProgress(StepProgress),
     QueueStats(Stats),
+    /// The named queues (`GET /api/queues`), at a tick when any of them changed: paused,
+    /// resumed, or its counts.
+    Queues(QueuesList),
     JobLog(JobLog),
     Error(WsError),
 }

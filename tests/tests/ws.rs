@@ -508,3 +508,35 @@ async fn queue_stats_follow_runs_and_deletes() {
     assert_eq!(api.delete(&format!("/api/jobs/{m}")).await.0, 200);
     c.until(10, |g| g.ty == "queue_stats" && g.p["total_jobs"] == 0).await;
 }
+
+#[tokio::test]
+async fn queue_changes_reach_clients_at_most_once_a_tick() {
+    let fan = "id = \"fan\"\n[[steps]]\nname = \"many\"\ntype = \"command\"\n[steps.config]\nrun = \"sleep 0.05\"\nfor_each = [\"1\",\"2\",\"3\",\"4\",\"5\",\"6\",\"7\",\"8\",\"9\",\"10\",\"11\",\"12\",\"13\",\"14\",\"15\",\"16\",\"17\",\"18\",\"19\",\"20\",\"21\",\"22\",\"23\",\"24\",\"25\",\"26\",\"27\",\"28\",\"29\",\"30\"]\n";
+    let d = Daemon::builder().arg("--time-threshold").arg("500ms").definition("fan.toml", fan).start();
+    let api = Api::new(&d);
+    let mut c = Client::connect(&d).await;
+    c.drain_for(Duration::from_millis(700)).await;
+
+    let (s, _) = api.post("/api/queues/default/pause", json!({})).await;
+    assert_eq!(s, 200);
+    let got = c.until(5, |g| g.ty == "queues").await;
+    let q = &got.last().unwrap().p["queues"];
+    let default = q.as_array().unwrap().iter().find(|q| q["name"] == "default").unwrap();
+    assert_eq!(default["paused"], true, "{q}");
+    api.post("/api/queues/default/resume", json!({})).await;
+
+    // Counts change with every child; clients get them coalesced, one message a tick.
+    let m = api.execute("fan").await;
+    let started = Instant::now();
+    let mut got = Vec::new();
+    while api.status(&m).await != "completed" {
+        got.extend(c.drain_for(Duration::from_millis(100)).await);
+        assert!(started.elapsed() < Duration::from_secs(30));
+    }
+    got.extend(c.drain_for(Duration::from_millis(1200)).await);
+    let at: Vec<Instant> = got.iter().filter(|g| g.ty == "queues").map(|g| g.at).collect();
+    assert!(!at.is_empty(), "the counts moved: {:?}", summary(&got));
+    for w in at.windows(2) {
+        assert!(w[1] - w[0] >= Duration::from_millis(350), "two queues messages within one tick");
+    }
+}

@@ -176,6 +176,14 @@ impl Engine {
     }
 
     /// Loads the definitions dir and the API-created definitions kept in the store.
+    /// Lets the aggregator read the queues at each tick, to send their changes to clients.
+    pub fn watch_queues(self: &Arc<Self>) {
+        let weak = Arc::downgrade(self);
+        self.aggregator.set_queues_probe(Box::new(move || quaero_shared::QueuesList {
+            queues: weak.upgrade().map(|e| e.queues()).unwrap_or_default(),
+        }));
+    }
+
     pub fn load_definitions(&self) -> Result<()> {
         let mut map = BTreeMap::new();
         for l in definition::load_dir(&self.config.definitions_dir) {
@@ -361,6 +369,11 @@ impl Engine {
         let params = definition::resolve_params(&def, &Default::default()).map_err(EngineError::Invalid)?;
         let plan = definition::plan_with(&def, &params).map_err(EngineError::Invalid)?;
         self.start(def, params, plan, as_).await
+    }
+
+    /// Whether a run of `def_id` older than `num` is live.
+    pub(crate) fn has_older_runs(&self, def_id: &str, num: u64) -> bool {
+        self.active.lock().expect("active").get(def_id).is_some_and(|s| s.range(..num).next().is_some())
     }
 
     /// Waits until every run of `def_id` older than `num` has ended (`overlap = "queue"`);

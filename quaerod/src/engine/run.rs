@@ -218,10 +218,18 @@ async fn wait_for_start(ctx: &Ctx) -> bool {
         let scheduled = matches!(r.trigger, Some(Trigger::Schedule | Trigger::CatchUp));
         (r.definition_id.clone(), scheduled && r.definition.overlap == Overlap::Queue)
     };
-    if waits && !ctx.engine.until_older_runs_end(&def_id, ctx.live.num, &ctx.live.cancel).await {
-        return false;
+    if waits && ctx.engine.has_older_runs(&def_id, ctx.live.num) {
+        let msg = format!("waiting: an earlier run of {def_id} is still active (overlap = \"queue\")");
+        ctx.event(0, Level::Info, msg).await;
+        if !ctx.engine.until_older_runs_end(&def_id, ctx.live.num, &ctx.live.cancel).await {
+            return false;
+        }
     }
     // A run on a paused queue stays pending until the queue resumes.
+    if ctx.live.queue.is_paused() {
+        let msg = format!("waiting: queue {} is paused; this run starts when it resumes", ctx.live.queue.name);
+        ctx.event(0, Level::Info, msg).await;
+    }
     ctx.live.queue.until_resumed(&ctx.live.cancel).await
 }
 

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 
 use crate::{
     CancelResponse, DefinitionInfo, DefinitionsList, DeleteResponse, ErrorBody, ExecuteRequest, ExecuteResponse, Job,
-    JobStatus, JobsList, Level, LogsResponse, Order, RerunResponse, Stats,
+    JobStatus, JobsList, Level, LogsResponse, Order, QueueInfo, QueuesList, RerunResponse, Stats,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -269,6 +269,23 @@ impl Client {
     pub async fn execute_with(&self, definition_id: &str, req: &ExecuteRequest) -> Result<ExecuteResponse, ApiError> {
         let path = format!("/api/job-definitions/{}/execute", enc(definition_id));
         self.send(self.request(Method::POST, &path).json(req)).await
+    }
+
+    /// Enables or disables a definition (kept across restarts).
+    pub async fn set_enabled(&self, definition_id: &str, enabled: bool) -> Result<DefinitionInfo, ApiError> {
+        let verb = if enabled { "enable" } else { "disable" };
+        self.send(self.post(&format!("/api/job-definitions/{}/{verb}", enc(definition_id)))).await
+    }
+
+    /// Every named queue with its counts.
+    pub async fn queues(&self) -> Result<QueuesList, ApiError> {
+        self.send(self.request(Method::GET, "/api/queues")).await
+    }
+
+    /// Pauses or resumes a named queue (kept across restarts).
+    pub async fn set_queue_paused(&self, queue: &str, paused: bool) -> Result<QueueInfo, ApiError> {
+        let verb = if paused { "pause" } else { "resume" };
+        self.send(self.post(&format!("/api/queues/{}/{verb}", enc(queue)))).await
     }
 
     pub async fn cancel(&self, id: &str) -> Result<CancelResponse, ApiError> {
