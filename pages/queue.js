@@ -14,7 +14,9 @@
 // Choices the design leaves open: times are shown in the browser's local time zone (the full
 // UTC timestamp is in each tooltip); a running manager's card expands by itself, as does one
 // that fails while shown, unless the operator collapsed it; a panel the operator closed stays
-// closed.
+// closed. Run on a definition with params opens a dialog for them (and a delay); one without
+// params runs at once, and its Later… button asks for a delay. The tag filter is kept in
+// localStorage beside the status filter.
 (() => {
   'use strict';
 
@@ -24,9 +26,11 @@
   const PAGE_SIZE = 50;
   const EVENTS_LIMIT = 100;
   const REFETCH_GAP_MS = 500;
+  const DEFS_RELOAD_MS = 2000;
   const BACKOFF_MIN_MS = 1000;
   const BACKOFF_MAX_MS = 30000;
   const FILTER_KEY = 'quaero.statusFilter';
+  const TAG_KEY = 'quaero.tagFilter';
   const TOKEN_KEY = 'quaero.token';
   // Child progress bar, left to right: what is done, then what is running.
   const BAR_SEGMENTS = ['completed', 'failed', 'cancelled', 'running'];
@@ -49,6 +53,10 @@
     listLoaded: false,
     listError: null,
     filter: new Set(loadFilter()),
+    tag: localStorage.getItem(TAG_KEY) || '', // '' = all tags
+    queues: null, // GET /api/queues, then the `queues` WebSocket message
+    defToggling: new Map(), // definition id -> the `enabled` asked for, while the request runs
+    queueBusy: new Set(), // queues with a pause or resume in flight
     selected: new Set(),
     expanded: new Set(),
     userCollapsed: new Set(), // managers the operator collapsed: never auto-expand again
@@ -113,6 +121,38 @@
     const m = Math.floor(s / 60);
     if (m < 60) return `${m}m ${pad(Math.floor(s % 60))}s`;
     return `${Math.floor(m / 60)}h ${pad(m % 60)}m`;
+  }
+
+  // `in 12 s`, `in 4 min`, `in 3 h 5 min`, `in 2 d 4 h` until `iso`; `now` once it has passed.
+  function untilText(iso) {
+    const ms = Date.parse(iso) - Date.now();
+    if (Number.isNaN(ms)) return String(iso);
+    const s = Math.ceil(ms / 1000);
+    if (s <= 0) return 'now';
+    if (s < 60) return `in ${s} s`;
+    const m = Math.round(s / 60);
+    if (m < 60) return `in ${m} min`;
+    const hours = Math.floor(m / 60);
+    if (hours < 24) return `in ${hours} h${m % 60 ? ` ${m % 60} min` : ''}`;
+    return `in ${Math.floor(hours / 24)} d${hours % 24 ? ` ${hours % 24} h` : ''}`;
+  }
+
+  // A scheduled time in local time: `02:30` (seconds only when set), with the date when not today.
+  function clockTime(iso) {
+    const d = new Date(iso);
+    if (Number.isNaN(d.getTime())) return String(iso);
+    const t = `${pad(d.getHours())}:${pad(d.getMinutes())}${d.getSeconds() ? `:${pad(d.getSeconds())}` : ''}`;
+    return d.toDateString() === new Date().toDateString() ? t : `${d.getFullYear()}-${pad(d.getMonth() + 1)}-${pad(d.getDate())} ${t}`;
+  }
+
+  // A definition's params: `name = default` or `name = {default?, description?}`; no default
+  // makes it required. `value` is the default as text ('' when there is none).
+  function paramList(def) {
+    return Object.entries(def.params || {}).map(([name, spec]) => {
+      const declared = spec !== null && typeof spec === 'object';
+      const dflt = declared ? spec.default : spec;
+      return { name, value: dflt == null ? '' : String(dflt), required: dflt == null, description: (declared && spec.description) || '' };
+    });
   }
 
   // Running jobs count up from their start; finished ones show what the server measured.
@@ -313,13 +353,38 @@
     render();
   }
 
+  let defsGeneration = 0;
   async function loadDefinitions() {
+    const mine = ++defsGeneration;
     try {
       const r = await api('GET', '/api/job-definitions');
+      if (mine !== defsGeneration) return; // a newer load, or an enable/disable, won
       S.definitions = r.job_definitions || [];
       S.defsError = null;
     } catch (e) {
+      if (mine !== defsGeneration) return;
       S.defsError = e.message;
+    }
+    render();
+  }
+
+  // Next run times and last runs move when a run starts or ends, or a schedule fires: one
+  // reload for all that happens within DEFS_RELOAD_MS.
+  let defsTimer = null;
+  function loadDefinitionsSoon() {
+    if (defsTimer) return;
+    defsTimer = setTimeout(() => {
+      defsTimer = null;
+      loadDefinitions();
+    }, DEFS_RELOAD_MS);
+  }
+
+  async function loadQueues() {
+    try {
+      const r = await api('GET', '/api/queues');
+      S.queues = r.queues || [];
+    } catch (e) {
+      reportError('queues', e);
     }
     render();
   }
@@ -329,6 +394,7 @@
     const mine = ++listGeneration;
     const q = new URLSearchParams({ parent_id: 'root', limit: String(PAGE_SIZE), offset: String(S.offset) });
     if (S.filter.size) q.set('status', STATUSES.filter((s) => S.filter.has(s)).join(','));
+    if (S.tag) q.set('tag', S.tag);
     try {
       const r = await api('GET', `/api/jobs?${q}`);
       if (mine !== listGeneration) return; // a newer load won
@@ -584,11 +650,29 @@
       case 'queue_stats':
         S.stats = p;
         break;
-      case 'refresh_step_events':
-        for (const id of p.step_ids || []) if (panelVisible(id)) fetcher.request(id, !!p.finished);
+      case 'queues':
+        S.queues = p.queues || [];
+        break;
+      case 'refresh_step_events': {
+        const retrying = new Set();
+        for (const id of p.step_ids || []) {
+          if (panelVisible(id)) fetcher.request(id, !!p.finished);
+          // A step with a retry policy writes an event when an attempt fails or starts:
+          // reload its shown manager for the attempt number and the time of the next one
+          // (also when its details are still loading, or older than the step's start).
+          const mid = managerOf(id);
+          if (!S.expanded.has(mid)) continue;
+          const d = S.details.get(mid);
+          const step = d && d.steps && d.steps.find((s) => s.id === id);
+          if (!d || (step && step.max_attempts && (step.attempt || step.status === 'pending'))) retrying.add(mid);
+        }
+        for (const id of retrying) refreshManager(id);
+        for (const id of p.manager_ids || []) newManagerActive(id);
         return;
+      }
       case 'job_log': // push mode: treat each event as a trigger for its step
         if (p.event && p.event.step_id && panelVisible(p.event.step_id)) fetcher.request(p.event.step_id);
+        if (p.event) newManagerActive(p.event.manager_id);
         return;
       case 'job_status_change':
         onStatusChange(p);
@@ -608,8 +692,19 @@
     render();
   }
 
+  // A run that starts pending (delayed, or on a paused queue) gets no status change until it
+  // starts; its first events say it exists. Reload once for each newer manager than listed.
+  let newestActive = -1;
+  function newManagerActive(id) {
+    const n = idNum(id);
+    if (n <= newestActive) return;
+    newestActive = n;
+    if (S.offset === 0 && n > Math.max(-1, ...S.managers.map((m) => idNum(m.id)))) reloadListSoon();
+  }
+
   function onStatusChange(p) {
     if (p.kind === 'manager') {
+      loadDefinitionsSoon(); // its definition's last run
       const m = S.managers.find((x) => x.id === p.job_id);
       if (!m) {
         S.seenLive.add(p.job_id);
@@ -639,19 +734,121 @@
   function refreshShown() {
     loadStats();
     loadDefinitions();
+    loadQueues();
     loadList();
     for (const [id, p] of S.panels) if (p.open && panelVisible(id)) fetcher.request(id, true);
   }
 
   // ---------------------------------------------------------------- actions
 
+  // Runs at once, or asks for the parameters first when the definition takes some.
   async function runDefinition(def) {
+    if (paramList(def).length) {
+      openRunDialog(def);
+      return;
+    }
     try {
       const r = await api('POST', `/api/job-definitions/${enc(def.id)}/execute`, {});
       notify('info', `Started ${r.job_id} (${def.name || def.id})`);
-      showNewManager(r.job_id);
+      showNewManager(r.job_id, def.tags);
     } catch (e) {
       reportError(`run ${def.id}`, e);
+    }
+  }
+
+  // One input per parameter, prefilled with its default, and an optional delay. A refused
+  // request (a required parameter left empty, a bad delay) shows the server's message here
+  // and keeps the dialog open.
+  function openRunDialog(def) {
+    const label = def.name || def.id;
+    const inputs = new Map(); // param name -> input
+    const fields = paramList(def).map((p, i) => {
+      const id = `run-param-${i}`;
+      const input = h('input', { id, name: p.name, value: p.value, autocomplete: 'off', 'data-param': p.name,
+        placeholder: p.required ? 'required' : '', 'aria-required': p.required ? 'true' : null,
+        'aria-describedby': p.description ? `${id}-desc` : null });
+      inputs.set(p.name, input);
+      return h('div', { class: 'field' },
+        h('label', { for: id }, h('code', {}, p.name), p.required ? h('span', { class: 'req' }, 'required') : null),
+        input,
+        p.description ? h('div', { class: 'field-desc', id: `${id}-desc` }, p.description) : null);
+    });
+    const delay = h('input', { id: 'run-delay', name: 'delay', autocomplete: 'off', placeholder: 'now, or e.g. 90s, 10m, 1h 30m' });
+    const error = h('p', { class: 'modal-error', role: 'alert', hidden: true });
+    const submit = h('button', { class: 'btn primary', type: 'submit' }, 'Run');
+    const form = h('form', { class: 'modal', role: 'dialog', 'aria-modal': 'true', 'aria-label': `Run ${label}`,
+      'data-testid': 'run-form', novalidate: true, onsubmit: async (ev) => {
+        ev.preventDefault();
+        if (submit.disabled) return;
+        const body = {};
+        const params = {};
+        for (const [name, input] of inputs) if (input.value !== '') params[name] = input.value; // empty: its default
+        if (Object.keys(params).length) body.params = params;
+        const wait = delay.value.trim();
+        if (wait) body.delay = wait;
+        for (const input of [...inputs.values(), delay]) input.removeAttribute('aria-invalid');
+        submit.disabled = true;
+        try {
+          const r = await api('POST', `/api/job-definitions/${enc(def.id)}/execute`, body);
+          if (form.isConnected) closeModal(true);
+          notify('info', wait ? `Started ${r.job_id} (${label}), waiting ${wait}` : `Started ${r.job_id} (${label})`);
+          showNewManager(r.job_id, def.tags);
+        } catch (e) {
+          if (!form.isConnected) {
+            reportError(`run ${def.id}`, e); // closed meanwhile, or replaced by the token prompt
+            return;
+          }
+          setText(error, e.message);
+          error.hidden = false;
+          const m = /^(?:params\.(\w+)|delay|run_at):/.exec(e.message);
+          const bad = m && (m[1] ? inputs.get(m[1]) : delay);
+          if (bad) {
+            bad.setAttribute('aria-invalid', 'true');
+            bad.focus();
+          }
+        } finally {
+          submit.disabled = false;
+        }
+      } },
+      h('h3', {}, `Run ${label}`),
+      fields,
+      h('div', { class: 'field' }, h('label', { for: 'run-delay' }, 'Start after'), delay),
+      error,
+      h('div', { class: 'modal-actions' },
+        h('button', { class: 'btn', type: 'button', onclick: () => closeModal(false) }, 'Cancel'),
+        submit));
+    const first = [...inputs.values()].find((i) => i.getAttribute('aria-required') && !i.value) || inputs.values().next().value || delay;
+    first.setAttribute('autofocus', '');
+    showModal(form, () => {});
+  }
+
+  async function setEnabled(def, on) {
+    S.defToggling.set(def.id, on);
+    render();
+    try {
+      const d = await api('POST', `/api/job-definitions/${enc(def.id)}/${on ? 'enable' : 'disable'}`, {});
+      defsGeneration++; // a listing read before this answer is older than it
+      S.definitions = S.definitions.map((x) => (x.id === d.id ? d : x));
+      notify('info', `${on ? 'Enabled' : 'Disabled'} ${d.name || d.id}`);
+    } catch (e) {
+      reportError(`${on ? 'enable' : 'disable'} ${def.id}`, e);
+    } finally {
+      S.defToggling.delete(def.id);
+      render();
+    }
+  }
+
+  async function setQueuePaused(q, paused) {
+    S.queueBusy.add(q.name);
+    render();
+    try {
+      const r = await api('POST', `/api/queues/${enc(q.name)}/${paused ? 'pause' : 'resume'}`, {});
+      if (S.queues) S.queues = S.queues.map((x) => (x.name === r.name ? r : x));
+    } catch (e) {
+      reportError(`${paused ? 'pause' : 'resume'} queue ${q.name}`, e);
+    } finally {
+      S.queueBusy.delete(q.name);
+      render();
     }
   }
 
@@ -659,17 +856,19 @@
     try {
       const r = await api('POST', `/api/jobs/${enc(m.id)}/rerun`, {});
       notify('info', `Rerun of ${m.id} started as ${r.new_job_id}`);
-      showNewManager(r.new_job_id);
+      showNewManager(r.new_job_id, m.tags);
     } catch (e) {
       reportError(`rerun ${m.id}`, e);
     }
   }
 
-  function showNewManager(id) {
+  function showNewManager(id, tags) {
     S.expanded.add(id);
     S.userCollapsed.delete(id);
     if (S.filter.size && !S.filter.has('pending') && !S.filter.has('running')) {
       notify('info', `${id} is hidden by the status filter`);
+    } else if (S.tag && !(tags || []).includes(S.tag)) {
+      notify('info', `${id} is hidden by the tag filter`);
     }
     S.offset = 0;
     loadList();
@@ -746,6 +945,16 @@
     render();
   }
 
+  function setTag(tag) {
+    S.tag = tag;
+    if (tag) localStorage.setItem(TAG_KEY, tag);
+    else localStorage.removeItem(TAG_KEY);
+    S.offset = 0;
+    S.selected.clear();
+    loadList();
+    render();
+  }
+
   function goPage(delta) {
     const next = S.offset + delta * PAGE_SIZE;
     if (next < 0 || next >= Math.max(S.total, 1)) return;
@@ -772,6 +981,7 @@
     renderStats();
     renderConn();
     renderDefinitions();
+    renderQueues();
     renderToolbar();
     renderManagers();
     syncList(ui.notices, S.notices, (n) => n.id, createNotice, () => {});
@@ -821,27 +1031,117 @@
     v.steps = h('span', { class: 'def-steps' });
     v.desc = h('div', { class: 'def-desc' });
     v.err = h('div', { class: 'def-error' });
+    v.enabled = h('input', { type: 'checkbox', role: 'switch', onchange: () => setEnabled(v.item, v.enabled.checked) });
+    v.switch = h('label', { class: 'switch' }, v.enabled);
+    v.later = h('button', { class: 'btn later', type: 'button', title: 'run after a delay', onclick: () => openRunDialog(v.item) }, 'Later…');
     v.run = h('button', { class: 'btn primary run', type: 'button', onclick: () => runDefinition(v.item) }, 'Run');
+    v.schedText = h('span', { class: 'def-sched-text' });
+    v.next = h('span', { class: 'def-next' });
+    v.last = h('span', { class: 'def-last' });
+    v.sched = h('div', { class: 'def-sched' }, v.schedText, v.next, v.last);
+    v.tags = h('div', { class: 'def-tags', role: 'group', 'aria-label': 'tags' });
     v.el = h('div', { class: 'def', 'data-definition': d.id },
-      h('div', { class: 'def-head' }, h('div', { class: 'def-title' }, v.name, v.id), v.run),
-      h('div', { class: 'def-meta' }, v.steps), v.desc, v.err);
+      h('div', { class: 'def-head' }, h('div', { class: 'def-title' }, v.name, v.id), v.switch, v.later, v.run),
+      h('div', { class: 'def-meta' }, v.steps), v.sched, v.tags, v.desc, v.err);
     return v;
   }
 
   function updateDefinition(v, d) {
     v.item = d;
-    setText(v.name, d.name || d.id);
-    v.name.title = d.name || d.id;
+    const label = d.name || d.id;
+    setText(v.name, label);
+    v.name.title = label;
     setText(v.id, d.id);
     const n = (d.steps || []).length;
-    setText(v.steps, `${n} step${n === 1 ? '' : 's'}${d.timeout ? ` · timeout ${d.timeout}` : ''}${n ? ': ' + d.steps.map((s) => s.name).join(' → ') : ''}`);
+    const where = `${d.queue && d.queue !== 'default' ? `queue ${d.queue} · ` : ''}${d.priority ? `priority ${d.priority} · ` : ''}`;
+    setText(v.steps, `${where}${n} step${n === 1 ? '' : 's'}${d.timeout ? ` · timeout ${d.timeout}` : ''}${n ? ': ' + d.steps.map((s) => s.name).join(' → ') : ''}`);
     setText(v.desc, d.description || '');
     v.desc.hidden = !d.description;
     setText(v.err, d.valid ? '' : `invalid: ${d.error || 'unknown error'}`);
     v.err.hidden = d.valid;
-    v.run.disabled = !d.valid;
+
+    // The switch shows what was asked for while the request runs.
+    const busy = S.defToggling.has(d.id);
+    const enabled = busy ? S.defToggling.get(d.id) : d.enabled !== false;
+    v.enabled.checked = enabled;
+    v.enabled.disabled = busy;
+    setAttr(v.enabled, 'aria-label', `${label} enabled`);
+    v.switch.title = enabled ? 'enabled: click to disable (no runs, its schedule stops)' : 'disabled: click to enable';
+    const withParams = paramList(d).length > 0;
+    setText(v.run, withParams ? 'Run…' : 'Run');
+    v.run.disabled = !d.valid || !enabled;
+    v.run.title = d.valid && !enabled ? 'disabled: enable it first' : '';
+    v.later.hidden = withParams; // Run asks for the delay with the params
+    v.later.disabled = v.run.disabled;
+
+    // `At 02:30 (Europe/Berlin) · next in 4 h 12 min · last m12 completed`
+    setText(v.schedText, d.schedule ? `${d.schedule_text || d.schedule}${d.timezone ? ` (${d.timezone})` : ''}` : '');
+    v.schedText.title = d.schedule ? `schedule: ${d.schedule}` : '';
+    v.schedText.hidden = !d.schedule;
+    let next = '';
+    if (d.schedule && d.next_run_at) {
+      const rel = untilText(d.next_run_at);
+      next = rel === 'now' ? 'due now' : `next ${rel}`;
+    } else if (d.schedule && !enabled) next = 'off while disabled';
+    setText(v.next, next);
+    v.next.title = d.next_run_at ? `next run ${shortTime(d.next_run_at)} (${d.next_run_at})` : '';
+    v.next.hidden = !next;
+    const last = d.last_run;
+    setText(v.last, last ? `last ${last.job_id} ${last.status}` : '');
+    v.last.title = last && last.finished_at ? `finished ${shortTime(last.finished_at)} (${last.finished_at})` : '';
+    v.last.hidden = !last;
+    v.sched.hidden = !d.schedule && !last;
+
+    const tags = d.tags || [];
+    v.tags.hidden = !tags.length;
+    syncList(v.tags, tags, (t) => t,
+      (t) => ({ el: h('button', { class: 'tag tag-btn', type: 'button', title: `show only runs tagged ${t}`, onclick: () => setTag(S.tag === t ? '' : t) }, t) }),
+      (tv, t) => {
+        tv.el.classList.toggle('on', S.tag === t);
+        setAttr(tv.el, 'aria-pressed', String(S.tag === t));
+      });
+
     v.el.title = d.source ? `source: ${d.source}` : '';
     v.el.classList.toggle('invalid', !d.valid);
+    v.el.classList.toggle('disabled', !enabled);
+  }
+
+  function renderQueues() {
+    const queues = S.queues || [];
+    ui.queues.hidden = !queues.length;
+    syncList(ui.queueList, queues, (q) => q.name, createQueue, updateQueue);
+  }
+
+  function createQueue(q) {
+    const v = { item: q };
+    v.name = h('span', { class: 'q-name' });
+    v.counts = h('span', { class: 'q-counts' });
+    v.state = h('span', { class: 'q-state' }, 'paused');
+    v.toggle = h('button', { class: 'btn', type: 'button', onclick: () => setQueuePaused(v.item, !v.item.paused) });
+    v.el = h('div', { class: 'queue', role: 'group', 'data-queue': q.name }, v.name, v.counts, v.state, v.toggle);
+    return v;
+  }
+
+  function updateQueue(v, q) {
+    v.item = q;
+    setText(v.name, q.name);
+    setAttr(v.el, 'aria-label', `queue ${q.name}`);
+    setText(v.counts, `${q.running}/${q.concurrency} running · ${q.pending} pending`);
+    v.counts.title = `${q.running} of ${q.concurrency} slots busy, ${q.pending} waiting, ${q.completed_last_minute} finished in the last minute`;
+    v.state.hidden = !q.paused;
+    v.el.classList.toggle('paused', q.paused);
+    setText(v.toggle, q.paused ? 'Resume' : 'Pause');
+    setAttr(v.toggle, 'data-action', q.paused ? 'resume-queue' : 'pause-queue');
+    setAttr(v.toggle, 'aria-label', `${q.paused ? 'resume' : 'pause'} queue ${q.name}`);
+    v.toggle.title = q.paused ? 'start runs on it again' : 'start nothing new on it; what runs goes on';
+    v.toggle.disabled = S.queueBusy.has(q.name);
+  }
+
+  // Every tag of a definition, and the one filtered on even when no definition has it now.
+  function allTags() {
+    const tags = new Set(S.definitions.flatMap((d) => d.tags || []));
+    if (S.tag) tags.add(S.tag);
+    return [...tags].sort();
   }
 
   function buildToolbar() {
@@ -853,6 +1153,8 @@
       else S.selected.clear();
       render();
     } });
+    ui.tagFilter = h('select', { class: 'tag-filter', 'aria-label': 'tag filter', title: 'only runs of definitions with this tag',
+      onchange: () => setTag(ui.tagFilter.value) });
     ui.bulkDelete = h('button', { class: 'btn danger', type: 'button', 'data-action': 'bulk-delete', onclick: deleteSelected });
     ui.pageInfo = h('span', { class: 'page-info' });
     ui.prev = h('button', { class: 'btn', type: 'button', title: 'newer', onclick: () => goPage(-1) }, '‹');
@@ -861,6 +1163,7 @@
       h('label', { class: 'select-all' }, ui.selectAll),
       h('h2', {}, 'Managers'),
       chips,
+      ui.tagFilter,
       ui.bulkDelete,
       h('span', { class: 'spacer' }),
       h('button', { class: 'btn', type: 'button', title: 'reload the list', onclick: refreshShown }, '↻'),
@@ -875,6 +1178,11 @@
       chip.classList.toggle('on', on);
       setAttr(chip, 'aria-pressed', String(on));
     }
+    const tags = allTags();
+    syncList(ui.tagFilter, ['', ...tags], (t) => t, (t) => ({ el: h('option', { value: t }, t || 'all tags') }), () => {});
+    if (ui.tagFilter.value !== S.tag) ui.tagFilter.value = S.tag;
+    ui.tagFilter.classList.toggle('on', !!S.tag);
+    ui.tagFilter.hidden = !tags.length;
     const n = S.selected.size;
     setText(ui.bulkDelete, n ? `Delete selected (${n})` : 'Delete selected');
     ui.bulkDelete.disabled = n === 0;
@@ -890,6 +1198,7 @@
     let note = '';
     if (S.listError) note = `Could not load managers: ${S.listError}`;
     else if (!S.listLoaded) note = 'Loading…';
+    else if (!S.managers.length && S.tag) note = `No managers${S.filter.size ? ' with these statuses' : ''} tagged “${S.tag}”.`;
     else if (!S.managers.length) note = S.filter.size ? 'No managers with these statuses.' : 'No jobs yet. Run a definition to start one.';
     setText(ui.listNote, note);
     ui.listNote.hidden = !note;
@@ -913,6 +1222,7 @@
     v.name = h('span', { class: 'm-name', onclick: toggle });
     v.id = h('code', { class: 'm-id' });
     v.def = h('span', { class: 'm-def' });
+    v.origin = h('span', { class: 'm-origin' });
     v.badge = h('span', { class: 'badge' });
     v.rerun = h('button', { class: 'btn', type: 'button', 'data-action': 'rerun', onclick: () => rerun(v.item) }, 'Rerun');
     v.cancel = h('button', { class: 'btn warn', type: 'button', 'data-action': 'cancel', onclick: () => cancelManager(v.item) }, 'Cancel');
@@ -923,6 +1233,10 @@
     v.duration = metaItem('duration');
     v.progress = metaItem('steps');
     v.children = metaItem('children');
+    v.queue = metaItem('queue');
+    v.params = metaItem('params');
+    v.params.el.classList.add('meta-params');
+    v.tags = metaItem('tags');
     v.errText = h('span', { class: 'm-error-text' });
     v.err = h('div', { class: 'm-error', title: 'click to show the full text', onclick: () => {
       const id = v.item.id;
@@ -934,9 +1248,10 @@
     v.stepsList = h('div', { class: 'step-list' });
     v.steps = h('div', { class: 'steps' }, v.stepsNote, v.stepsList);
     v.el = h('article', { class: 'card', 'data-manager': m.id },
-      h('div', { class: 'm-head' }, v.check, v.caret, v.name, v.id, v.def, v.badge,
+      h('div', { class: 'm-head' }, v.check, v.caret, v.name, v.id, v.def, v.origin, v.badge,
         h('span', { class: 'spacer' }), v.rerun, v.cancel, v.del),
-      h('div', { class: 'm-meta' }, v.created.el, v.started.el, v.finished.el, v.duration.el, v.progress.el, v.children.el),
+      h('div', { class: 'm-meta' }, v.created.el, v.started.el, v.finished.el, v.duration.el, v.progress.el, v.children.el,
+        v.queue.el, v.params.el, v.tags.el),
       v.err, v.steps);
     return v;
   }
@@ -950,6 +1265,11 @@
     setText(v.name, m.name || m.definition_id);
     setText(v.id, m.id);
     setText(v.def, m.definition_id);
+    const origin = originText(m);
+    setText(v.origin, origin);
+    v.origin.hidden = !origin;
+    v.origin.title = [m.trigger && `started by: ${m.trigger}`, m.schedule_time && `scheduled time ${m.schedule_time}`,
+      m.scheduled_at && `starts at ${m.scheduled_at}`].filter(Boolean).join(' · ');
     badge(v.badge, m.status);
     v.el.className = `card st-${m.status}${expanded ? ' expanded' : ''}`;
     const terminal = TERMINAL.has(m.status);
@@ -983,11 +1303,35 @@
       const parts = [cc.running ? `${cc.running} running` : '', cc.failed ? `${cc.failed} failed` : '', cc.cancelled ? `${cc.cancelled} cancelled` : ''].filter(Boolean);
       setText(v.children.value, `${done}/${cc.total}${parts.length ? ` (${parts.join(', ')})` : ''}`);
     }
+    v.queue.el.hidden = !m.queue || m.queue === 'default';
+    setText(v.queue.value, m.queue || '');
+    const params = Object.entries(m.params || {}).map(([k, val]) => `${k}=${val}`).join(' ');
+    v.params.el.hidden = !params;
+    setText(v.params.value, params);
+    v.params.value.title = params;
+    v.tags.el.hidden = !(m.tags && m.tags.length);
+    setText(v.tags.value, (m.tags || []).join(', '));
     v.err.hidden = !m.error;
     setText(v.errText, m.error || '');
     v.err.classList.toggle('full', S.fullError.has(m.id));
     v.steps.hidden = !expanded;
     if (expanded) renderSteps(v, m);
+  }
+
+  // How the run started, beside its id: `scheduled 02:30`, `starts in 3 min`, `queue batch paused`.
+  function originText(m) {
+    const parts = [];
+    const at = m.schedule_time ? ` ${clockTime(m.schedule_time)}` : '';
+    if (m.trigger === 'schedule') parts.push(`scheduled${at}`);
+    else if (m.trigger === 'catch_up') parts.push(`catch-up${at}`);
+    else if (m.trigger === 'auto_start') parts.push('auto start');
+    else if (m.trigger === 'rerun') parts.push('rerun');
+    if (m.status === 'pending') {
+      const q = S.queues && S.queues.find((x) => x.name === (m.queue || 'default'));
+      if (m.scheduled_at && Date.parse(m.scheduled_at) > Date.now()) parts.push(`starts ${untilText(m.scheduled_at)}`);
+      else if (q && q.paused) parts.push(`queue ${q.name} paused`);
+    }
+    return parts.join(' · ');
   }
 
   function renderSteps(v, m) {
@@ -1027,10 +1371,20 @@
     return v;
   }
 
-  /** ` (attempt 2/3, waiting to retry)` for a step with a retry policy; '' otherwise. */
+  /**
+   * ` (attempt 2/3, next in 12 s)` for a step with a retry policy (the countdown while it
+   * waits to retry); ` (up to 3 attempts per child)` for a fan-out step, whose children carry
+   * the attempts; '' otherwise.
+   */
   function attemptText(s) {
-    if (!s.attempt || !s.max_attempts) return '';
-    return ` (attempt ${s.attempt}/${s.max_attempts}${s.next_attempt_at ? ', waiting to retry' : ''})`;
+    if (!s.max_attempts) return '';
+    if (!s.attempt) return ` (up to ${s.max_attempts} attempts per child)`;
+    let wait = '';
+    if (s.next_attempt_at) {
+      const rel = untilText(s.next_attempt_at);
+      wait = rel === 'now' ? ', retrying now' : `, next ${rel}`;
+    }
+    return ` (attempt ${s.attempt}/${s.max_attempts}${wait})`;
   }
 
   function updateStep(v, s, n) {
@@ -1128,6 +1482,14 @@
     ui.listNote = document.getElementById('list-note');
     ui.managers = document.getElementById('managers');
     ui.notices = document.getElementById('notices');
+    // The queues strip above the list (made here too when an older queue.html lacks it).
+    ui.queues = document.getElementById('queues');
+    if (!ui.queues) {
+      ui.queues = h('section', { id: 'queues', class: 'queues', 'aria-label': 'queues' });
+      ui.toolbar.before(ui.queues);
+    }
+    ui.queueList = h('div', { class: 'queue-list' });
+    ui.queues.append(h('h2', {}, 'Queues'), ui.queueList);
     const defs = document.getElementById('defs');
     ui.defsNote = h('div', { class: 'note' });
     ui.defsList = h('div', { class: 'def-list' });
@@ -1140,12 +1502,19 @@
     document.addEventListener('keydown', (ev) => {
       if (ev.key === 'Escape' && modalClose && !S.needToken) closeModal(false);
     });
-    // Durations of running jobs and the reconnect countdown move on their own.
-    setInterval(render, 1000);
+    // Durations of running jobs, countdowns and the next runs move on their own.
+    setInterval(tick, 1000);
 
     render();
     refreshShown();
     connect();
+  }
+
+  function tick() {
+    // A schedule that came due has fired by now: its next time and last run are new.
+    const due = Date.now() - 1000;
+    if (S.definitions.some((d) => d.next_run_at && Date.parse(d.next_run_at) <= due)) loadDefinitionsSoon();
+    render();
   }
 
   if (document.readyState === 'loading') document.addEventListener('DOMContentLoaded', boot);

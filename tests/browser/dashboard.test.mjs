@@ -13,7 +13,7 @@
 // or style, nothing from another origin): every console error and CSP violation of every page
 // is recorded, printed, and checked by the last test.
 
-import { test, before, beforeEach, after } from 'node:test';
+import { test, describe, before, beforeEach, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -607,6 +607,302 @@ test('with an auth token the page asks for it once per tab', { timeout: 60_000 }
     await secured.stop();
     await rm(authDir, { recursive: true, force: true });
   }
+});
+
+const SCHED_DEFINITIONS = {
+  'nightly.toml': `
+id = "nightly"
+name = "Nightly report"
+schedule = "@daily"
+timezone = "Europe/Berlin"
+tags = ["nightly", "reports"]
+[[steps]]
+name = "report"
+type = "emit"
+[steps.config]
+count = 5
+interval_ms = 10
+message = "report line {i} of {n}"
+`,
+  'deploy.toml': `
+id = "deploy"
+name = "Deploy"
+tags = ["ops"]
+params = { env = "staging", target = { description = "host to deploy to" } }
+[[steps]]
+name = "announce"
+type = "emit"
+[steps.config]
+count = 3
+interval_ms = 10
+message = "deploy {params.target} to {params.env}: {i} of {n}"
+`,
+  'plain.toml': `
+id = "plain"
+name = "Plain"
+[[steps]]
+name = "tick"
+type = "emit"
+[steps.config]
+count = 3
+interval_ms = 10
+`,
+  // Fails at once, then waits 8 s before its second attempt.
+  'flaky.toml': `
+id = "flaky"
+name = "Flaky"
+[[steps]]
+name = "try"
+type = "emit"
+retry = { max_attempts = 3, backoff = "fixed", initial = "8s", jitter = false }
+[steps.config]
+count = 2
+interval_ms = 10
+fail = true
+`,
+};
+
+describe('schedules, params, queues and tags', () => {
+  let sdir;
+  let sd; // the daemon
+  let sp; // the page
+
+  const sdef = (id) => sp.locator(`[data-definition="${id}"]`);
+  const scard = (id) => sp.locator(`[data-manager="${id}"]`);
+  const runForm = () => sp.locator('[data-testid="run-form"]');
+  const executed = (defId) => sp.waitForResponse((r) => r.url().endsWith(`/api/job-definitions/${defId}/execute`));
+  const shownManagers = () => sp.locator('[data-manager]').evaluateAll((els) => els.map((e) => e.dataset.manager));
+
+  function sWaitStatus(id, status, timeout = 30_000) {
+    return sp.waitForFunction(([id, status]) => {
+      const b = document.querySelector(`[data-manager="${id}"] .badge`);
+      return b && b.dataset.status === status;
+    }, [id, status], { timeout, polling: 'raf' });
+  }
+
+  // Until the page lists exactly these managers, in this order.
+  function waitShown(ids, timeout = 5000) {
+    return sp.waitForFunction((ids) => {
+      const shown = [...document.querySelectorAll('[data-manager]')].map((e) => e.dataset.manager);
+      return JSON.stringify(shown) === JSON.stringify(ids);
+    }, ids, { timeout, polling: 100 }).catch(async (e) => {
+      throw new Error(`the page shows ${JSON.stringify(await shownManagers())}, want ${JSON.stringify(ids)}: ${e.message}`);
+    });
+  }
+
+  before(async () => {
+    sdir = await mkdtemp(path.join(os.tmpdir(), 'quaero-browser-sched-'));
+    await mkdir(path.join(sdir, 'jobs'));
+    for (const [name, text] of Object.entries(SCHED_DEFINITIONS)) await writeFile(path.join(sdir, 'jobs', name), text);
+    sd = await startDaemon(sdir);
+    sp = await browser.newPage({ viewport: { width: 1400, height: 1000 } });
+    await watch(sp, 'schedules');
+    await sp.goto(`${sd.url}/queue`);
+    await sp.locator('.conn-live').waitFor({ timeout: 10_000 });
+    for (const id of Object.keys(SCHED_DEFINITIONS).map((f) => f.replace('.toml', ''))) await sdef(id).waitFor({ timeout: 10_000 });
+  });
+
+  after(async () => {
+    if (sp) await sp.close();
+    if (sd) await sd.stop();
+    if (sdir) await rm(sdir, { recursive: true, force: true });
+  });
+
+  test('a definition shows its schedule in words, its next run and its tags; the switch disables it', { timeout: 30_000 }, async () => {
+    const info = await getJSON(sd.url, '/api/job-definitions/nightly');
+    assert.equal(info.enabled, true);
+    assert.ok(info.schedule_text, `the API describes the schedule in words: ${JSON.stringify(info)}`);
+    assert.ok(info.next_run_at, 'an enabled schedule has a next run');
+    const def = sdef('nightly');
+    await def.locator('.def-sched-text', { hasText: info.schedule_text }).waitFor({ timeout: 5000 });
+    assert.equal(await def.locator('.def-sched-text').textContent(), `${info.schedule_text} (Europe/Berlin)`);
+    // Relative, and at most a day away for @daily.
+    assert.match(await def.locator('.def-next').textContent(), /^next in \d+ (s|min|h|d)\b/);
+    assert.deepEqual((await def.locator('.def-tags .tag-btn').allTextContents()).sort(), ['nightly', 'reports']);
+
+    const toggle = def.getByRole('switch', { name: 'Nightly report enabled' });
+    assert.equal(await toggle.isChecked(), true);
+    const [off] = await Promise.all([
+      sp.waitForResponse((r) => r.url().endsWith('/api/job-definitions/nightly/disable')),
+      toggle.click(),
+    ]);
+    assert.equal(off.status(), 200);
+    assert.equal((await getJSON(sd.url, '/api/job-definitions/nightly')).enabled, false, 'the API says it is disabled');
+    await def.locator('.def-next', { hasText: 'off while disabled' }).waitFor({ timeout: 3000 });
+    assert.equal(await toggle.isChecked(), false);
+    assert.equal(await def.locator('button.run').isDisabled(), true, 'a disabled definition cannot be run from the page');
+
+    // And back on: it has a next run again.
+    const [on] = await Promise.all([
+      sp.waitForResponse((r) => r.url().endsWith('/api/job-definitions/nightly/enable')),
+      toggle.click(),
+    ]);
+    assert.equal(on.status(), 200);
+    assert.equal((await getJSON(sd.url, '/api/job-definitions/nightly')).enabled, true);
+    await def.locator('.def-next', { hasText: /^next in / }).waitFor({ timeout: 3000 });
+    assert.equal(await def.locator('button.run').isDisabled(), false);
+  });
+
+  test('Run asks for the params: the server\'s error stays in the dialog; the run shows its values', { timeout: 30_000 }, async () => {
+    expectedConsole = /status of 400 \(Bad Request\)/;
+    await sdef('deploy').locator('button.run').click();
+    const form = runForm();
+    await form.waitFor({ timeout: 3000 });
+    const target = form.locator('input[data-param="target"]');
+    const env = form.locator('input[data-param="env"]');
+    assert.equal(await env.inputValue(), 'staging', 'prefilled with its default');
+    assert.equal(await target.inputValue(), '', 'a required param has no default');
+    assert.equal(await target.getAttribute('aria-required'), 'true');
+    await form.locator('label[for]', { hasText: 'target' }).locator('.req', { hasText: 'required' }).waitFor();
+    await form.getByText('host to deploy to').waitFor();
+
+    // Empty: the server refuses it, naming the param; the dialog stays open and says why.
+    const [bad] = await Promise.all([executed('deploy'), form.locator('button[type=submit]').click()]);
+    assert.equal(bad.status(), 400);
+    const { error } = await bad.json();
+    assert.match(error, /^params\.target: /);
+    await form.locator('.modal-error', { hasText: error }).waitFor({ timeout: 3000 });
+    assert.equal(await form.isVisible(), true, 'the dialog stays open');
+    assert.equal(await target.getAttribute('aria-invalid'), 'true', 'the field named is marked');
+    assert.equal(await env.inputValue(), 'staging', 'what was typed is kept');
+
+    // Filled: the run starts with these values.
+    await target.fill('db1');
+    const [ok] = await Promise.all([executed('deploy'), form.locator('button[type=submit]').click()]);
+    assert.equal(ok.status(), 202);
+    const { job_id: id } = await ok.json();
+    await form.waitFor({ state: 'detached', timeout: 3000 });
+    await scard(id).locator('.meta-params .meta-value', { hasText: /^env=staging target=db1$/ }).waitFor({ timeout: 5000 });
+    await scard(id).locator('.meta', { hasText: 'tags' }).locator('.meta-value', { hasText: /^ops$/ }).waitFor();
+    await sWaitStatus(id, 'completed');
+    assert.deepEqual((await getJSON(sd.url, `/api/jobs/${id}`)).params, { env: 'staging', target: 'db1' });
+    const logs = await getJSON(sd.url, `/api/jobs/${id}-s1/logs?order=asc`);
+    assert.ok(logs.logs.some((e) => e.message === 'deploy db1 to staging: 3 of 3'), 'the values went into the step');
+  });
+
+  test('a delayed run says when it starts', { timeout: 30_000 }, async () => {
+    expectedConsole = /status of 400 \(Bad Request\)/;
+    // A definition without params runs at once from Run; Later… asks for a delay.
+    await sdef('plain').locator('button.later').click();
+    const form = runForm();
+    await form.waitFor({ timeout: 3000 });
+    assert.equal(await form.locator('input[data-param]').count(), 0);
+    const delay = form.locator('input[name="delay"]');
+    await delay.fill('soon');
+    const [bad] = await Promise.all([executed('plain'), form.locator('button[type=submit]').click()]);
+    assert.equal(bad.status(), 400);
+    await form.locator('.modal-error', { hasText: (await bad.json()).error }).waitFor({ timeout: 3000 });
+    assert.equal(await delay.getAttribute('aria-invalid'), 'true');
+
+    await delay.fill('10m');
+    const [ok] = await Promise.all([executed('plain'), form.locator('button[type=submit]').click()]);
+    assert.equal(ok.status(), 202);
+    const { job_id: id } = await ok.json();
+    await form.waitFor({ state: 'detached', timeout: 3000 });
+    await scard(id).locator('.m-origin', { hasText: /^starts in (9|10) min$/ }).waitFor({ timeout: 5000 });
+    const job = await getJSON(sd.url, `/api/jobs/${id}`);
+    assert.equal(job.status, 'pending');
+    assert.ok(job.scheduled_at, 'the API has its start time');
+    assert.equal(await scard(id).locator('.badge').getAttribute('data-status'), 'pending');
+    // Cancelled before its time: it never starts.
+    await postJSON(sd.url, `/api/jobs/${id}/cancel`);
+    await sWaitStatus(id, 'cancelled', 10_000);
+    assert.equal(await scard(id).locator('.m-origin').isVisible(), false, 'no start time once it ended');
+  });
+
+  test('a step waiting to retry counts down to its next attempt', { timeout: 40_000 }, async () => {
+    // Started behind the page's back; the page learns of it over the WebSocket.
+    const { job_id: id } = await postJSON(sd.url, '/api/job-definitions/flaky/execute');
+    await scard(id).waitFor({ timeout: 10_000 });
+    const title = sp.locator(`[data-step="${id}-s1"] .s-title`);
+    await title.filter({ hasText: /^Step 1\/1: try \(attempt [12]\/3, next in \d s\)$/ }).waitFor({ timeout: 8000 });
+    const first = Number(/next in (\d) s/.exec(await title.textContent())[1]);
+    // The countdown moves without a reload, and the step is still `running` while it waits.
+    await sp.waitForFunction(([sel, first]) => {
+      const m = /next in (\d+) s/.exec(document.querySelector(sel)?.textContent || '');
+      return m && Number(m[1]) < first;
+    }, [`[data-step="${id}-s1"] .s-title`, first], { timeout: 3000 });
+    assert.equal(await sp.locator(`[data-step="${id}-s1"]`).getAttribute('data-status'), 'running');
+    await postJSON(sd.url, `/api/jobs/${id}/cancel`);
+    await sWaitStatus(id, 'cancelled', 10_000);
+  });
+
+  test('the queues strip shows the default queue; pause and resume from the page and over the WebSocket', { timeout: 40_000 }, async () => {
+    const queue = sp.locator('[data-queue="default"]');
+    await queue.waitFor({ timeout: 5000 });
+    const q0 = (await getJSON(sd.url, '/api/queues')).queues.find((q) => q.name === 'default');
+    assert.ok(q0 && !q0.paused, 'the default queue exists and runs');
+    assert.match(await queue.locator('.q-counts').textContent(), new RegExp(`^\\d+/${q0.concurrency} running · \\d+ pending$`));
+    assert.equal(await queue.locator('.q-state').isVisible(), false);
+
+    const [paused] = await Promise.all([
+      sp.waitForResponse((r) => r.url().endsWith('/api/queues/default/pause')),
+      queue.getByRole('button', { name: 'pause queue default', exact: true }).click(),
+    ]);
+    assert.equal(paused.status(), 200);
+    await queue.locator('.q-state', { hasText: 'paused' }).waitFor({ state: 'visible', timeout: 3000 });
+    assert.equal((await getJSON(sd.url, '/api/queues')).queues.find((q) => q.name === 'default').paused, true);
+
+    // A run started now waits, and its card says why.
+    const { job_id: id } = await postJSON(sd.url, '/api/job-definitions/plain/execute');
+    await scard(id).locator('.m-origin', { hasText: 'queue default paused' }).waitFor({ timeout: 10_000 });
+    assert.equal(await scard(id).locator('.badge').getAttribute('data-status'), 'pending');
+    await queue.locator('.q-counts', { hasText: /· [1-9]\d* pending$/ }).waitFor({ timeout: 5000 });
+
+    const [resumed] = await Promise.all([
+      sp.waitForResponse((r) => r.url().endsWith('/api/queues/default/resume')),
+      queue.getByRole('button', { name: 'resume queue default', exact: true }).click(),
+    ]);
+    assert.equal(resumed.status(), 200);
+    await queue.locator('.q-state').waitFor({ state: 'hidden', timeout: 3000 });
+    assert.equal((await getJSON(sd.url, '/api/queues')).queues.find((q) => q.name === 'default').paused, false);
+    await sWaitStatus(id, 'completed');
+
+    // Paused and resumed behind the page's back: the `queues` message keeps the strip current.
+    await postJSON(sd.url, '/api/queues/default/pause');
+    await queue.locator('.q-state').waitFor({ state: 'visible', timeout: 5000 });
+    await postJSON(sd.url, '/api/queues/default/resume');
+    await queue.locator('.q-state').waitFor({ state: 'hidden', timeout: 5000 });
+  });
+
+  test('the tag filter narrows the list, combines with the status filter and is remembered', { timeout: 40_000 }, async () => {
+    const { job_id: nightlyRun } = await postJSON(sd.url, '/api/job-definitions/nightly/execute');
+    await sWaitStatus(nightlyRun, 'completed');
+    const ids = async (query) => (await getJSON(sd.url, `/api/jobs?parent_id=root${query}`)).jobs.map((j) => j.id);
+    const all = await ids('');
+    const nightly = await ids('&tag=nightly');
+    const ops = await ids('&tag=ops');
+    assert.deepEqual(nightly, [nightlyRun]);
+    assert.ok(ops.length >= 1 && all.length > nightly.length + ops.length, `runs of other tags exist: ${all}`);
+    await waitShown(all);
+
+    const select = sp.getByRole('combobox', { name: 'tag filter' });
+    assert.deepEqual(await select.locator('option').allTextContents(), ['all tags', 'nightly', 'ops', 'reports'], 'every tag of the definitions');
+    await select.selectOption('nightly');
+    await waitShown(nightly);
+    assert.equal(await sp.evaluate(() => localStorage.getItem('quaero.tagFilter')), 'nightly');
+
+    // With a status filter too: none of them failed.
+    await sp.locator('.chip[data-filter="failed"]').click();
+    await sp.locator('#list-note', { hasText: 'tagged “nightly”' }).waitFor({ timeout: 5000 });
+    await waitShown([]);
+    await sp.locator('.chip[data-filter=""]').click();
+    await waitShown(nightly);
+
+    // Kept across a reload.
+    await sp.reload();
+    await sp.locator('.conn-live').waitFor({ timeout: 10_000 });
+    await waitShown(nightly);
+    assert.equal(await select.inputValue(), 'nightly');
+
+    // A definition's tag does the same; “all tags” shows everything again.
+    await sdef('deploy').locator('.tag-btn', { hasText: 'ops' }).click();
+    await waitShown(ops);
+    assert.equal(await select.inputValue(), 'ops');
+    await select.selectOption({ label: 'all tags' });
+    await waitShown(all);
+    assert.equal(await sp.evaluate(() => localStorage.getItem('quaero.tagFilter')), null);
+  });
 });
 
 test('no console errors, CSP violations or requests leaving the machine', () => {

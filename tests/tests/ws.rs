@@ -523,10 +523,12 @@ async fn queue_changes_reach_clients_at_most_once_a_tick() {
     let q = &got.last().unwrap().p["queues"];
     let default = q.as_array().unwrap().iter().find(|q| q["name"] == "default").unwrap();
     assert_eq!(default["paused"], true, "{q}");
+    // A run that waits on the paused queue is announced, pending, before it starts.
+    let m = api.execute("fan").await;
+    c.until(5, |g| status_of(g, &m).as_deref() == Some("pending")).await;
     api.post("/api/queues/default/resume", json!({})).await;
 
     // Counts change with every child; clients get them coalesced, one message a tick.
-    let m = api.execute("fan").await;
     let started = Instant::now();
     let mut got = Vec::new();
     while api.status(&m).await != "completed" {

@@ -510,6 +510,9 @@ impl Engine {
         };
         self.last_runs.lock().expect("last runs").insert(rec.definition_id.clone(), num);
         self.store.put_manager(rec.clone()).await?;
+        // Clients hear of a run that waits (delayed, on a paused queue, queued behind an
+        // earlier run) before it starts.
+        self.status_change(&rec, 0);
         if let Some(at) = scheduled_ms {
             let left = std::time::Duration::from_millis((at - now_ms()).max(0) as u64 / 1000 * 1000);
             let msg = format!("scheduled: starts at {} (in {})", rfc3339(at), humantime::format_duration(left));
