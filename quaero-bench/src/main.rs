@@ -4,7 +4,7 @@
 //! Layout:
 //! - [`daemon`]: finds (builds) and starts `quaerod`; its CPU time, peak RSS, disk use.
 //! - [`client`]: REST helper and WebSocket clients (idle, and dashboard-like readers).
-//! - [`scenarios`]: the six scenarios; each checks that its run completed correctly.
+//! - [`scenarios`]: the scenarios; each checks that its run completed correctly.
 //! - [`report`]: metrics, medians, targets, the Markdown table and the JSON.
 //!
 //! Exit code: 0 when every scenario completed correctly (targets are reported, never
@@ -27,7 +27,7 @@ use report::{Machine, Report, ScenarioReport};
 #[derive(Debug, Parser)]
 #[command(
     name = "quaero-bench",
-    about = "Benchmarks quaerod (release build) over its real HTTP and WebSocket. Scenarios: watching, push, ingest, jobs, reads, trigger-latency.",
+    about = "Benchmarks quaerod (release build) over its real HTTP and WebSocket. Scenarios: watching, push, ingest, jobs, reads, trigger-latency, retries, schedules.",
     after_help = "Uses QUAERO_BIN if set; otherwise builds quaerod (cargo build --release -p quaerod) and runs the one next to this executable."
 )]
 struct Args {
@@ -37,7 +37,7 @@ struct Args {
     /// Also write the results as JSON to this file.
     #[arg(long, value_name = "FILE.json")]
     out: Option<PathBuf>,
-    /// Run only these scenarios (comma-separated names or numbers 1-6).
+    /// Run only these scenarios (comma-separated names or numbers 1-8).
     #[arg(long, value_name = "NAME")]
     scenario: Option<String>,
     /// Rounds per scenario instead of the defaults (9 for 1, 5 for 2, 3 for the rest; 1 with --quick).

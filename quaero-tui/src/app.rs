@@ -39,6 +39,9 @@ pub enum Msg {
     },
     Definitions(Result<Vec<DefinitionInfo>, String>),
     Queues(Result<Vec<QueueInfo>, String>),
+    /// A run asked for from the run dialog started (the text says which), or was refused:
+    /// the dialog opens again with what was typed and the daemon's reason.
+    Executed(Result<String, String>),
     /// An action finished; the text goes to the status line.
     ActionDone(Result<String, String>),
 }
@@ -141,6 +144,8 @@ pub struct ParamsForm {
     /// The field being edited (`fields.len()`: the delay).
     pub at: usize,
     pub delay: String,
+    /// Why the daemon refused it the last time.
+    pub error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -170,7 +175,7 @@ impl ParamsForm {
                 },
             })
             .collect();
-        ParamsForm { definition: def.id.clone(), fields, at: 0, delay: String::new() }
+        ParamsForm { definition: def.id.clone(), fields, at: 0, delay: String::new(), error: None }
     }
 
     fn current(&mut self) -> &mut String {
@@ -215,6 +220,9 @@ pub struct App {
     pub status_filter: Option<JobStatus>,
     pub definitions: Vec<DefinitionInfo>,
     pub queues: Vec<QueueInfo>,
+    /// The run dialog whose request is in flight, to reopen if it is refused.
+    sent_form: Option<ParamsForm>,
+    defs_throttle: Throttle,
     /// Managers with their steps, by id: fetched on demand, then kept current by the socket.
     pub details: HashMap<String, Job>,
     pub events: HashMap<String, StepEvents>,
@@ -242,6 +250,8 @@ impl App {
             status_filter: None,
             definitions: Vec::new(),
             queues: Vec::new(),
+            sent_form: None,
+            defs_throttle: Throttle::default(),
             details: HashMap::new(),
             events: HashMap::new(),
             view: View::Managers,
@@ -265,7 +275,19 @@ impl App {
         let mut cmds = Vec::new();
         match msg {
             Msg::Key(k) => self.on_key(k, now, &mut cmds),
-            Msg::Tick { wall_ms } => self.wall_ms = wall_ms,
+            Msg::Tick { wall_ms } => {
+                self.wall_ms = wall_ms;
+                // A next run that came: the definitions view shows the one after it.
+                let passed = |d: &DefinitionInfo| {
+                    d.next_run_at.as_deref().and_then(crate::text::parse_rfc3339_ms).is_some_and(|t| t <= wall_ms)
+                };
+                if matches!(self.view, View::Definitions { .. })
+                    && self.definitions.iter().any(passed)
+                    && self.defs_throttle.request(now, STEP_REFETCH_EVERY, false)
+                {
+                    cmds.push(Cmd::LoadDefinitions);
+                }
+            }
             Msg::Resize => {}
             Msg::Link(ev) => self.on_link(ev, now, &mut cmds),
             Msg::Managers(Ok(list)) => {
@@ -317,6 +339,19 @@ impl App {
                 }
             }
             Msg::Queues(Ok(q)) => self.queues = q,
+            Msg::Executed(result) => {
+                let form = self.sent_form.take();
+                match (result, form) {
+                    (Err(e), Some(mut form)) => {
+                        form.error = Some(e);
+                        self.overlay = Some(Overlay::Params(form));
+                    }
+                    (Ok(m) | Err(m), _) => self.status_line = Some(m),
+                }
+                cmds.push(Cmd::LoadStats);
+                self.managers_throttle.request(now, STEP_REFETCH_EVERY, true);
+                cmds.push(self.load_managers_cmd());
+            }
             Msg::ActionDone(result) => {
                 self.status_line = Some(match result {
                     Ok(m) | Err(m) => m,
@@ -352,6 +387,9 @@ impl App {
         }
         if self.managers_throttle.poll(now) {
             cmds.push(self.load_managers_cmd());
+        }
+        if self.defs_throttle.poll(now) {
+            cmds.push(Cmd::LoadDefinitions);
         }
     }
 
@@ -408,6 +446,12 @@ impl App {
             }
             ServerMessage::JobStatusChange(c) => match c.kind {
                 JobKind::Manager => {
+                    // A run began or ended: the definitions view's last runs moved.
+                    if matches!(self.view, View::Definitions { .. })
+                        && self.defs_throttle.request(now, STEP_REFETCH_EVERY, false)
+                    {
+                        cmds.push(Cmd::LoadDefinitions);
+                    }
                     if let Some(d) = self.details.get_mut(&c.job_id) {
                         d.status = c.status;
                         d.error = c.error.clone().or(d.error.take());
@@ -590,6 +634,8 @@ impl App {
                     KeyCode::Esc => return,
                     KeyCode::Enter => {
                         cmds.push(Cmd::Execute { definition: form.definition.clone(), req: form.request() });
+                        form.error = None;
+                        self.sent_form = Some(form);
                         return;
                     }
                     KeyCode::Tab | KeyCode::Down => form.at = (form.at + 1) % fields,

@@ -54,7 +54,7 @@ async fn perform(client: Client, cmd: Cmd) -> Msg {
         }
         Cmd::LoadDefinitions => Msg::Definitions(client.definitions().await.map(|d| d.job_definitions).map_err(err)),
         Cmd::LoadQueues => Msg::Queues(client.queues().await.map(|q| q.queues).map_err(err)),
-        Cmd::Execute { definition, req } => Msg::ActionDone(
+        Cmd::Execute { definition, req } => Msg::Executed(
             client
                 .execute_with(&definition, &req)
                 .await

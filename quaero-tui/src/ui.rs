@@ -458,7 +458,9 @@ impl App {
 
     fn render_params(&self, form: &ParamsForm, area: Rect, buf: &mut Buffer) {
         let width = 60.min(area.width);
-        let popup = centered(area, width, (form.fields.len() as u16 + 5).min(area.height));
+        let rows =
+            u16::try_from(form.fields.len()).unwrap_or(u16::MAX).saturating_add(5 + u16::from(form.error.is_some()));
+        let popup = centered(area, width, rows.min(area.height));
         Clear.render(popup, buf);
         let title = format!(" Run {} ", sanitize_terminal(&form.definition));
         let block = Block::default().borders(Borders::ALL).title(title);
@@ -485,6 +487,9 @@ impl App {
             form.at == form.fields.len(),
             "now, or 10m, 2h…",
         ));
+        if let Some(e) = &form.error {
+            lines.push(Line::styled(sanitize_terminal(e), self.fg(Color::Red)));
+        }
         lines.push(Line::styled("Tab next field · Enter run · Esc cancel · * required", self.fg(Color::DarkGray)));
         Paragraph::new(lines).block(block).render(popup, buf);
     }
@@ -826,6 +831,12 @@ mod tests {
         let cmds = press(&mut app, t0, KeyCode::Enter);
         assert!(cmds.is_empty());
         assert!(app.status_line.as_deref().unwrap().contains("disabled"));
+        // When the next run's time passes, the view reloads the definitions (throttled).
+        let later = WALL + 5 * 60_000;
+        let cmds = app.update(Msg::Tick { wall_ms: later }, t0 + Duration::from_secs(1));
+        assert!(cmds.contains(&Cmd::LoadDefinitions), "{cmds:?}");
+        let cmds = app.update(Msg::Tick { wall_ms: later }, t0 + Duration::from_millis(1100));
+        assert!(!cmds.contains(&Cmd::LoadDefinitions), "not on every tick");
         press(&mut app, t0, KeyCode::Esc);
         assert_eq!(app.view, View::Managers);
     }
@@ -864,6 +875,12 @@ mod tests {
         assert_eq!(req.delay.as_deref(), Some("10m"));
         assert!(app.overlay.is_none());
         assert!(!app.should_quit, "q typed into a field does not quit");
+        // Refused: the dialog opens again with what was typed and the reason.
+        app.update(Msg::Executed(Err("params.host: \u{1b}[31mno\u{1b}[0m such host".into())), t0);
+        let s = screen(&draw(&app, 100, 16));
+        assert!(s.contains("db1q") && s.contains("prod"), "what was typed is kept: {s}");
+        assert!(s.contains("params.host: no such host"), "the reason, sanitized: {s}");
+        assert!(draw(&app, 100, 16).content().iter().all(|c| !c.symbol().contains('\x1b')));
     }
 
     #[test]

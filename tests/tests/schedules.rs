@@ -144,7 +144,9 @@ async fn overlap_skips_queues_or_allows_a_run_while_one_is_active() {
 #[tokio::test]
 async fn after_kill_9_no_time_runs_twice_and_missed_times_run_as_catch_up_says() {
     let mut d = Daemon::builder()
-        .definition("one.toml", &scheduled("catcher", "", "true"))
+        // allow: a run the kill interrupted is resumed at the restart, and with skip it
+        // would (rightly) make the catch-up run skip.
+        .definition("one.toml", &scheduled("catcher", "overlap = \"allow\"", "true"))
         .definition("none.toml", &scheduled("skipper", "catch_up = \"none\"", "true"))
         .start();
     let api = Api::new(&d);
@@ -257,4 +259,30 @@ async fn a_bad_schedule_is_an_error_naming_its_field() {
     let next = ok["next_run_at"].as_str().unwrap();
     // Midnight in Berlin is 22:00 or 23:00 UTC.
     assert!(next.contains("T22:00:00") || next.contains("T23:00:00"), "{ok}");
+}
+
+#[tokio::test]
+async fn times_a_definition_was_disabled_for_never_run_also_after_kill_9() {
+    let mut d = Daemon::builder().definition("tick.toml", &scheduled("tick", "", "true")).start();
+    let api = Api::new(&d);
+    until_runs(&api, "tick", 1).await;
+    api.post("/api/job-definitions/tick/disable", json!({})).await;
+    let disabled = now_ms();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (s, _) = api.post("/api/job-definitions/tick/enable", json!({})).await;
+    assert_eq!(s, 200);
+    let enabled = now_ms();
+    d.kill9();
+    std::thread::sleep(Duration::from_millis(300));
+    d.restart();
+    let api = Api::new(&d);
+    let n = runs(&api, "tick").await.len();
+    until_runs(&api, "tick", n + 1).await;
+    api.post("/api/job-definitions/tick/disable", json!({})).await;
+    let r = runs(&api, "tick").await;
+    let in_gap: Vec<&Value> = r
+        .iter()
+        .filter(|j| (disabled + 1000..enabled - 100).contains(&ms(j["schedule_time"].as_str().unwrap())))
+        .collect();
+    assert!(in_gap.is_empty(), "a time while disabled ran: {in_gap:?}");
 }

@@ -1,9 +1,10 @@
-//! The six scenarios of BENCHMARKS.md. Each starts fresh daemons, measures, then checks that the
+//! The scenarios of BENCHMARKS.md. Each starts fresh daemons, measures, then checks that the
 //! run did what it should (every event present, every job completed): a run that did not
 //! is an error, whatever its numbers.
 
 mod ingest;
 mod jobs;
+mod queues;
 mod reads;
 mod trigger;
 mod watching;
@@ -33,7 +34,7 @@ impl Ctx {
 }
 
 /// Scenario names for `--scenario`, in the order.
-pub const NAMES: [&str; 6] = ["watching", "push", "ingest", "jobs", "reads", "trigger-latency"];
+pub const NAMES: [&str; 8] = ["watching", "push", "ingest", "jobs", "reads", "trigger-latency", "retries", "schedules"];
 
 pub async fn run(name: &str, ctx: &Ctx) -> Result<ScenarioReport> {
     match name {
@@ -43,6 +44,8 @@ pub async fn run(name: &str, ctx: &Ctx) -> Result<ScenarioReport> {
         "jobs" => jobs::run(ctx).await,
         "reads" => reads::run(ctx).await,
         "trigger-latency" => trigger::run(ctx).await,
+        "retries" => queues::retries(ctx).await,
+        "schedules" => queues::schedules(ctx).await,
         other => bail!("unknown scenario {other:?}"),
     }
 }

@@ -181,6 +181,10 @@ pub struct EmitSpec {
     pub message: String,
     #[serde(default)]
     pub fail: bool,
+    /// `N > 0`: a unit whose number is a multiple of N (the child's; 1 without fan-out)
+    /// fails its first attempt after its events, then succeeds (for retries under load).
+    #[serde(default)]
+    pub flaky_every: u64,
 }
 
 pub fn valid_id(id: &str) -> Result<(), String> {

@@ -126,6 +126,31 @@ pub struct Engine {
     stored_slots: Mutex<HashMap<String, i64>>,
 }
 
+/// Takes a run out of the live and active sets when its task ends, however it ends.
+struct RunEnded {
+    engine: Arc<Engine>,
+    def_id: String,
+    num: u64,
+}
+
+impl Drop for RunEnded {
+    fn drop(&mut self) {
+        let e = &self.engine;
+        if let Ok(mut live) = e.live.lock() {
+            live.remove(&self.num);
+        }
+        if let Ok(mut active) = e.active.lock()
+            && let Some(set) = active.get_mut(&self.def_id)
+        {
+            set.remove(&self.num);
+            if set.is_empty() {
+                active.remove(&self.def_id);
+            }
+        }
+        e.run_ended.notify_waiters();
+    }
+}
+
 /// How a run comes to start.
 #[derive(Debug, Clone, Copy, Default)]
 struct StartAs {
@@ -273,12 +298,26 @@ impl Engine {
     }
 
     /// Puts `id`'s schedule in the scheduler as its definition now says (valid, enabled,
-    /// with a schedule), or takes it out.
-    fn reschedule(&self, id: &str) {
-        let defs = self.definitions.read().expect("definitions");
-        let schedule =
-            defs.get(id).filter(|l| l.valid.is_ok() && self.enabled(&l.def)).and_then(|l| def_schedule(&l.def));
-        self.scheduler.set(id, schedule, None);
+    /// with a schedule), or takes it out. A schedule put in counts from now: the times
+    /// before (while it was disabled, or before it was posted) never run, also not as a
+    /// catch-up at the next start, so now is kept as its last time acted on.
+    fn reschedule(&self, id: &str) -> Result<()> {
+        let schedule = {
+            let defs = self.definitions.read().expect("definitions");
+            defs.get(id).filter(|l| l.valid.is_ok() && self.enabled(&l.def)).and_then(|l| def_schedule(&l.def))
+        };
+        if schedule.is_some() {
+            let now = self.scheduler.now_ms();
+            let key = format!("{SLOT_PREFIX}{id}");
+            let kept = self.store.setting(&key)?.and_then(|v| v.parse::<i64>().ok());
+            if kept.is_none_or(|k| k < now) {
+                self.store.put_setting(&key, Some(&now.to_string()))?;
+            }
+            self.scheduler.set(id, schedule, Some(now));
+        } else {
+            self.scheduler.set(id, None, None);
+        }
+        Ok(())
     }
 
     /// At the start: every scheduled definition counts from the last time it acted on
@@ -300,17 +339,19 @@ impl Engine {
                 let Some(sched) = def_schedule(&l.def) else { continue };
                 let kept = settings.get(&format!("{SLOT_PREFIX}{id}")).and_then(|v| v.parse::<i64>().ok());
                 let last = kept.max(stored.get(id).copied());
-                missed.extend(self.scheduler.catch_up(id, &sched, last, l.def.catch_up));
-                self.scheduler.set(id, Some(sched), last);
+                let due = self.scheduler.catch_up(id, &sched, last, l.def.catch_up);
+                self.scheduler.set(id, Some(sched), last.max(due.as_ref().map(|d| d.slot_ms)));
+                missed.extend(due);
             }
         }
+        // Catch-up first: an auto_start run would otherwise make it skip (overlap = skip).
+        self.fire(missed).await;
         for id in auto {
             let as_ = StartAs { trigger: Trigger::AutoStart, ..Default::default() };
             if let Err(e) = self.start_with_defaults(&id, as_).await {
                 tracing::warn!(definition = %id, error = %e, "auto_start: could not start a run");
             }
         }
-        self.fire(missed).await;
         let (engine, stop) = (self.clone(), self.shutting_down.clone());
         let scheduler = self.scheduler.clone();
         tokio::spawn(scheduler.run(stop, move |due| {
@@ -328,24 +369,32 @@ impl Engine {
         }
         let mut kept = Vec::with_capacity(due.len());
         for d in due {
-            kept.push((format!("{SLOT_PREFIX}{}", d.id), Some(d.slot_ms.to_string())));
+            let keep = (format!("{SLOT_PREFIX}{}", d.id), Some(d.slot_ms.to_string()));
             let Some(trigger) = d.trigger else {
                 tracing::info!(definition = %d.id, time = %rfc3339(d.slot_ms), "catch_up = none: a scheduled time missed while the daemon was down does not run");
+                kept.push(keep);
                 continue;
             };
             if trigger == Trigger::Schedule {
-                crate::metrics::METRICS.schedule_lateness.observe(d.late_ms.max(0) as f64 / 1000.0);
+                // How late the run is created, not when the batch was taken.
+                let late = self.scheduler.now_ms() - d.slot_ms;
+                crate::metrics::METRICS.schedule_lateness.observe(late.max(0) as f64 / 1000.0);
             }
             let overlap = self.definitions.read().expect("definitions").get(&d.id).map(|l| l.def.overlap);
             let busy = self.active.lock().expect("active").get(&d.id).is_some_and(|s| !s.is_empty());
             if busy && overlap == Some(Overlap::Skip) {
                 crate::metrics::METRICS.schedule_skipped.inc();
                 tracing::info!(definition = %d.id, time = %rfc3339(d.slot_ms), "overlap = skip: a run is still active; this scheduled time does not run");
+                kept.push(keep);
                 continue;
             }
             let as_ = StartAs { trigger, schedule_ms: Some(d.slot_ms), scheduled_ms: None };
-            if let Err(e) = self.start_with_defaults(&d.id, as_).await {
-                tracing::warn!(definition = %d.id, error = %e, "schedule: could not start a run");
+            match self.start_with_defaults(&d.id, as_).await {
+                // Gone, invalid or disabled meanwhile: this time is passed over.
+                Ok(_) | Err(EngineError::Conflict(_)) => kept.push(keep),
+                // Shutting down, or the store failed: not kept, so the next start sees it
+                // missed (catch_up) rather than done.
+                Err(e) => tracing::warn!(definition = %d.id, error = %e, "schedule: could not start a run"),
             }
         }
         if let Err(e) = self.store.sync().await {
@@ -403,7 +452,7 @@ impl Engine {
         self.enabled_overrides.write().expect("overrides").insert(id.to_string(), enabled);
         let info = self.info(l);
         drop(defs);
-        self.reschedule(id);
+        self.reschedule(id)?;
         Ok(self.get_definition(id).unwrap_or(info))
     }
 
@@ -418,7 +467,7 @@ impl Engine {
         let id = def.id.clone();
         let loaded = Loaded { def, valid: Ok(()), source: Source::Api, parsed: true };
         self.definitions.write().expect("definitions").insert(id.clone(), loaded);
-        self.reschedule(&id);
+        self.reschedule(&id)?;
         self.get_definition(&id)
     }
 
@@ -435,6 +484,8 @@ impl Engine {
                 defs.remove(id);
                 drop(defs);
                 self.scheduler.set(id, None, None);
+                // A later definition with this id counts its schedule from its own start.
+                self.store.put_setting(&format!("{SLOT_PREFIX}{id}"), None)?;
                 // A later definition with this id starts from its own `enabled`.
                 self.forget_enabled(id)?;
                 Ok(())
@@ -542,18 +593,10 @@ impl Engine {
         self.active.lock().expect("active").entry(def_id.clone()).or_default().insert(live.num);
         let engine = self.clone();
         self.tasks.spawn(async move {
-            run::run_manager(engine.clone(), live.clone()).await;
-            engine.live.lock().expect("live").remove(&live.num);
-            {
-                let mut active = engine.active.lock().expect("active");
-                if let Some(set) = active.get_mut(&def_id) {
-                    set.remove(&live.num);
-                    if set.is_empty() {
-                        active.remove(&def_id);
-                    }
-                }
-            }
-            engine.run_ended.notify_waiters();
+            // Also when the run panics: a live run left behind would block its definition's
+            // schedule (overlap) for good.
+            let _ended = RunEnded { engine: engine.clone(), def_id, num: live.num };
+            run::run_manager(engine, live).await;
         });
     }
 

@@ -51,7 +51,7 @@ impl Queue {
             name: name.to_string(),
             concurrency,
             slots: Arc::new(Slots {
-                state: Mutex::new(SlotState { free: concurrency, waiters: BinaryHeap::new(), seq: 0 }),
+                state: Mutex::new(SlotState { free: concurrency, waiters: BinaryHeap::new(), seq: 0, paused }),
             }),
             paused: watch::Sender::new(paused),
             waiting: AtomicU64::new(0),
@@ -64,6 +64,7 @@ impl Queue {
     }
 
     pub fn set_paused(&self, paused: bool) {
+        self.slots.set_paused(paused);
         self.paused.send_replace(paused);
     }
 
@@ -85,21 +86,13 @@ impl Queue {
     }
 
     /// A worker slot, once the queue is not paused and one is free; None when cancelled
-    /// first. A unit that gets one gives it back by dropping it.
+    /// first. A unit that gets one gives it back by dropping it. Units wait in one line,
+    /// by priority then order of asking, also while the queue is paused.
     pub async fn slot(&self, priority: i32, cancel: &CancellationToken) -> Option<Slot> {
         let _w = Waiting::new(&self.waiting);
-        loop {
-            if !self.resumed(cancel).await {
-                return None;
-            }
-            let permit = tokio::select! {
-                p = self.slots.acquire(priority) => p,
-                _ = cancel.cancelled() => return None,
-            };
-            // Paused while it waited for the slot: give it back and wait again.
-            if !self.is_paused() {
-                return Some(permit);
-            }
+        tokio::select! {
+            p = self.slots.acquire(priority) => Some(p),
+            _ = cancel.cancelled() => None,
         }
     }
 
@@ -147,6 +140,8 @@ struct Slots {
 
 struct SlotState {
     free: usize,
+    /// While paused, no slot is handed out: a slot given back stays free.
+    paused: bool,
     waiters: BinaryHeap<Waiter>,
     /// Order of asking, so that equal priorities are served first come, first served.
     seq: u64,
@@ -197,7 +192,13 @@ struct Asking {
 
 impl Drop for Asking {
     fn drop(&mut self) {
-        if !self.taken && self.rx.try_recv().is_ok() {
+        if self.taken {
+            return;
+        }
+        // Closed first: a `release` racing with this drop then finds the waiter gone and
+        // hands the slot on, rather than sending it into a receiver about to be dropped.
+        self.rx.close();
+        if self.rx.try_recv().is_ok() {
             self.slots.release();
         }
     }
@@ -211,7 +212,7 @@ impl Slots {
     async fn acquire(self: &Arc<Self>, priority: i32) -> Slot {
         let rx = {
             let mut st = self.state.lock().expect("slots");
-            if st.free > 0 {
+            if st.free > 0 && !st.paused && st.waiters.is_empty() {
                 st.free -= 1;
                 return Slot { slots: self.clone() };
             }
@@ -231,12 +232,24 @@ impl Slots {
     /// A slot comes back: to the first waiter still waiting, else to the free ones.
     fn release(&self) {
         let mut st = self.state.lock().expect("slots");
-        while let Some(w) = st.waiters.pop() {
+        st.free += 1;
+        Self::hand_out(&mut st);
+    }
+
+    /// Gives free slots to the first waiters, unless paused.
+    fn hand_out(st: &mut SlotState) {
+        while st.free > 0 && !st.paused {
+            let Some(w) = st.waiters.pop() else { return };
             if w.tx.send(()).is_ok() {
-                return;
+                st.free -= 1;
             }
         }
-        st.free += 1;
+    }
+
+    fn set_paused(&self, paused: bool) {
+        let mut st = self.state.lock().expect("slots");
+        st.paused = paused;
+        Self::hand_out(&mut st);
     }
 }
 
@@ -273,6 +286,40 @@ mod tests {
         }
         assert_eq!(*order.lock().unwrap(), ["high", "mid", "low-1", "low-2"], "a cancelled waiter takes no slot");
         assert_eq!(q.info().running, 0, "every slot came back");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn priority_holds_across_a_pause_and_a_cancelled_waiter_loses_no_slot() {
+        let q = Queue::new("batch", 1, true);
+        let cancel = CancellationToken::new();
+        let order = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for (name, prio) in [("low", 0), ("gone", 7), ("high", 5)] {
+            let (q, order) = (q.clone(), order.clone());
+            let c = if name == "gone" { CancellationToken::new() } else { cancel.clone() };
+            let gone = c.clone();
+            tasks.push(tokio::spawn(async move {
+                if q.slot(prio, &c).await.is_some() {
+                    order.lock().unwrap().push(name);
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }));
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if name == "gone" {
+                gone.cancel();
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        assert!(order.lock().unwrap().is_empty(), "nothing while paused");
+        assert_eq!(q.info().pending, 2);
+        q.set_paused(false);
+        for t in tasks {
+            t.await.unwrap();
+        }
+        assert_eq!(*order.lock().unwrap(), ["high", "low"], "the higher priority first, though it asked later");
+        assert_eq!(q.info().running, 0);
+        // The slot is still there.
+        assert!(q.slot(0, &cancel).await.is_some());
     }
 
     #[tokio::test(start_paused = true)]

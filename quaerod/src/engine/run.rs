@@ -376,7 +376,8 @@ async fn run_step_unit(ctx: &Ctx, i: u32, plan: &StepPlan) -> Outcome {
             sink.send(Level::Info, msg).await;
         }
         let attempt = cancel.child_token();
-        let o = with_timeout(policy.timeout, &cancel, &attempt, run_unit(engine, plan, None, &sink, &attempt)).await;
+        let unit = run_unit(engine, plan, None, tries.state.attempt, &sink, &attempt);
+        let o = with_timeout(policy.timeout, &cancel, &attempt, unit).await;
         drop(permit);
         live.queue.unit_ended();
         match o {
@@ -397,12 +398,13 @@ async fn run_unit(
     engine: &Engine,
     plan: &StepPlan,
     item: Option<(u32, &str)>,
+    attempt: u32,
     sink: &Sink,
     cancel: &CancellationToken,
 ) -> Outcome {
     match plan {
         StepPlan::Command(c) => runners::command(c, item.map(|(_, it)| it), sink, cancel).await,
-        StepPlan::Emit(e) => runners::emit(e, sink, cancel).await,
+        StepPlan::Emit(e) => runners::emit(e, attempt, sink, cancel).await,
         StepPlan::HttpFetch(h) => {
             let url = item.map(|(_, u)| u).unwrap_or_default();
             runners::http_get(&engine.http, url, h, sink, cancel).await
@@ -626,7 +628,7 @@ impl Child {
                 sink.send(Level::Info, msg).await;
             }
             let attempt = token.child_token();
-            let run = run_unit(&engine, &plan, Some((index, &item)), &sink, &attempt);
+            let run = run_unit(&engine, &plan, Some((index, &item)), tries.state.attempt, &sink, &attempt);
             let o = with_timeout(policy.timeout, &token, &attempt, run).await;
             drop(permit);
             live.queue.unit_ended();

@@ -55,7 +55,7 @@ fn render(template: &str, i: u64, n: u64, child: u32) -> String {
 }
 
 /// `emit`: `count` synthetic events, then success (or failure when `fail = true`).
-pub async fn emit(spec: &EmitSpec, sink: &Sink, cancel: &CancellationToken) -> Outcome {
+pub async fn emit(spec: &EmitSpec, attempt: u32, sink: &Sink, cancel: &CancellationToken) -> Outcome {
     let n = spec.count;
     let child = sink.path.child;
     if spec.interval_ms == 0 {
@@ -90,6 +90,11 @@ pub async fn emit(spec: &EmitSpec, sink: &Sink, cancel: &CancellationToken) -> O
             }
             sink.send(spec.level, render(&spec.message, k, n, child)).await;
         }
+    }
+    if spec.flaky_every > 0 && attempt <= 1 && u64::from(child.max(1)) % spec.flaky_every == 0 {
+        let msg = format!("failing its first attempt as configured (flaky_every = {})", spec.flaky_every);
+        sink.send(Level::Error, msg.clone()).await;
+        return Err(Failure::Failed(msg));
     }
     if spec.fail {
         let msg = format!("failing as configured (fail = true) after {n} events");

@@ -130,6 +130,9 @@ struct Entry {
 #[derive(Default)]
 struct State {
     entries: HashMap<String, Entry>,
+    /// The last time acted on of definitions taken out (disabled, deleted), so that one
+    /// put back never goes before it, even when the wall clock stepped back meanwhile.
+    parked: HashMap<String, i64>,
     /// (next time, id) of every entry, earliest first.
     order: BTreeSet<(i64, String)>,
 }
@@ -176,11 +179,18 @@ impl Scheduler {
     pub fn set(&self, id: &str, schedule: Option<Arc<Schedule>>, last_ms: Option<i64>) {
         let now = self.now_ms();
         let mut st = self.state.lock().expect("scheduler");
-        let old = st.remove(id);
-        if let Some(schedule) = schedule {
-            let last_ms = last_ms.max(old.and_then(|o| o.last_ms));
-            let next_ms = schedule.next_after(now.max(last_ms.unwrap_or(i64::MIN)));
-            st.insert(id.to_string(), Entry { schedule, last_ms, next_ms });
+        let old = st.remove(id).and_then(|o| o.last_ms).max(st.parked.remove(id));
+        match schedule {
+            None => {
+                if let Some(last) = old.max(last_ms) {
+                    st.parked.insert(id.to_string(), last);
+                }
+            }
+            Some(schedule) => {
+                let last_ms = last_ms.max(old);
+                let next_ms = schedule.next_after(now.max(last_ms.unwrap_or(i64::MIN)));
+                st.insert(id.to_string(), Entry { schedule, last_ms, next_ms });
+            }
         }
         drop(st);
         self.changed.notify_one();
@@ -412,6 +422,9 @@ mod tests {
         assert_eq!(at(s.next_run("a").unwrap()), "2026-06-01T10:06:00Z", "the last time is kept");
         s.set("a", None, None);
         assert_eq!(s.next_run("a"), None);
+        // Taken out and put back: still after the last time acted on.
+        s.set("a", Some(Arc::new(Schedule::parse("* * * * *", None).unwrap())), None);
+        assert_eq!(at(s.next_run("a").unwrap()), "2026-06-01T10:06:00Z", "kept while it was out");
     }
 
     #[tokio::test(start_paused = true)]

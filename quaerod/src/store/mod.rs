@@ -204,6 +204,8 @@ pub trait Store: Send + Sync {
     fn put_setting(&self, key: &str, value: Option<&str>) -> Result<()>;
     /// Sets or removes several settings at once, durably.
     fn put_settings(&self, kv: &[(String, Option<String>)]) -> Result<()>;
+    /// One setting.
+    fn setting(&self, key: &str) -> Result<Option<String>>;
     /// Every setting kept, by key.
     fn settings(&self) -> Result<std::collections::BTreeMap<String, String>>;
     /// Bytes the store occupies on disk.

@@ -430,6 +430,10 @@ impl Store for SledStore {
         Ok(())
     }
 
+    fn setting(&self, key: &str) -> Result<Option<String>> {
+        Ok(self.settings.get(key.as_bytes())?.map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
     fn settings(&self) -> Result<std::collections::BTreeMap<String, String>> {
         let mut out = std::collections::BTreeMap::new();
         for item in self.settings.iter() {
