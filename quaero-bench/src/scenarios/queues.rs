@@ -309,16 +309,21 @@ async fn wait_runs(api: &crate::client::Api, want: usize, limit: Duration) -> Re
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+    // Runs keep coming while it pages (newest first, by offset), so a page may repeat the
+    // end of the one before: keep each run once, by id.
     let mut all = Vec::new();
+    let mut ids = std::collections::HashSet::new();
+    let mut offset = 0;
     loop {
-        let page: Value = api.get(&format!("/api/jobs?limit=1000&offset={}", all.len())).await?;
+        let page: Value = api.get(&format!("/api/jobs?limit=1000&offset={offset}")).await?;
         let jobs = page["jobs"].as_array().cloned().unwrap_or_default();
         let total = page["total_count"].as_u64().unwrap_or(0) as usize;
         if jobs.is_empty() {
             break;
         }
-        all.extend(jobs);
-        if all.len() >= total {
+        offset += jobs.len();
+        all.extend(jobs.into_iter().filter(|j| ids.insert(j["id"].as_str().unwrap_or("").to_string())));
+        if offset >= total {
             break;
         }
     }

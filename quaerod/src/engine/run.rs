@@ -783,3 +783,84 @@ fn progress_text(c: &ChildCounts) -> String {
         c.pending
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::definition::{Retry, StepPolicy};
+
+    fn policy(backoff: quaero_shared::Backoff, jitter: bool) -> StepPolicy {
+        StepPolicy {
+            retry: Retry {
+                max_attempts: 5,
+                backoff,
+                initial: Duration::from_secs(1),
+                max_delay: Duration::from_secs(5),
+                jitter,
+            },
+            timeout: None,
+        }
+    }
+
+    /// Each wait on tokio's (paused) clock, from a failure to the next attempt's start.
+    async fn waits(p: &StepPolicy) -> Vec<u64> {
+        let mut tries = Attempts::new(p, AttemptState { attempt: 0, next_ms: None });
+        let cancel = CancellationToken::new();
+        let mut out = Vec::new();
+        while tries.failed("boom").is_some() {
+            let t = tokio::time::Instant::now();
+            assert!(tries.wait(&cancel).await);
+            out.push(t.elapsed().as_millis() as u64);
+        }
+        assert_eq!(tries.state.attempt, 5, "four failures lead to the fifth and last attempt");
+        out
+    }
+
+    fn near(got: &[u64], want: &[u64]) -> bool {
+        got.len() == want.len() && got.iter().zip(want).all(|(g, w)| g.abs_diff(*w) <= 50)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn backoff_doubles_up_to_its_cap_or_stays_fixed() {
+        let got = waits(&policy(quaero_shared::Backoff::Exponential, false)).await;
+        assert!(near(&got, &[1000, 2000, 4000, 5000]), "{got:?}");
+        let got = waits(&policy(quaero_shared::Backoff::Fixed, false)).await;
+        assert!(near(&got, &[1000, 1000, 1000, 1000]), "{got:?}");
+        // Jitter: a random 50% to 100% of each.
+        let got = waits(&policy(quaero_shared::Backoff::Exponential, true)).await;
+        for (g, full) in got.iter().zip([1000u64, 2000, 4000, 5000]) {
+            assert!((full / 2 - 50..=full + 50).contains(g), "{got:?}");
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_cancel_ends_the_wait_without_another_attempt() {
+        let p = policy(quaero_shared::Backoff::Fixed, false);
+        let mut tries = Attempts::new(&p, AttemptState { attempt: 0, next_ms: None });
+        tries.failed("boom").unwrap();
+        let cancel = CancellationToken::new();
+        let c = cancel.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            c.cancel();
+        });
+        let t = tokio::time::Instant::now();
+        assert!(!tries.wait(&cancel).await);
+        assert!(t.elapsed() < Duration::from_millis(400));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_timeout_fails_the_attempt_and_a_cancel_stays_a_cancel() {
+        let (job, attempt) = (CancellationToken::new(), CancellationToken::new());
+        let slow = |tok: CancellationToken| async move {
+            tok.cancelled().await;
+            Err(Failure::Cancelled)
+        };
+        let o = with_timeout(Some(Duration::from_secs(10)), &job, &attempt, slow(attempt.clone())).await;
+        assert!(matches!(o, Err(Failure::Failed(ref m)) if m == "timed out after 10s"), "{o:?}");
+        let (job, attempt) = (CancellationToken::new(), CancellationToken::new());
+        job.cancel();
+        let o = with_timeout(Some(Duration::from_secs(10)), &job, &attempt, slow(attempt.clone())).await;
+        assert!(matches!(o, Err(Failure::Cancelled)), "{o:?}");
+    }
+}
