@@ -347,12 +347,22 @@ pub async fn schedules(ctx: &Ctx) -> Result<ScenarioReport> {
     }
     let col = |rs: &[ScheduleRun], f: fn(&ScheduleRun) -> f64| rs.iter().map(f).collect::<Vec<_>>();
     let metrics = vec![
-        Metric::rounds("lateness p99, spread over the minute", "ms", col(&spread, |r| r.late_p99_ms), Target::at_most(50.0, "≤ 50 ms")),
+        Metric::rounds(
+            "lateness p99, spread over the minute",
+            "ms",
+            col(&spread, |r| r.late_p99_ms),
+            Target::at_most(50.0, "≤ 50 ms"),
+        ),
         Metric::rounds("lateness max, spread over the minute", "ms", col(&spread, |r| r.late_max_ms), None),
         Metric::rounds("lateness p50, all at second 0", "ms", col(&burst, |r| r.late_p50_ms), None),
         Metric::rounds("lateness p99, all at second 0", "ms", col(&burst, |r| r.late_p99_ms), None),
         Metric::rounds("daemon CPU while idle", "s/min", col(&spread, |r| r.idle_cpu_per_min_s), None),
-        Metric::rounds("daemon CPU for a minute's fires and runs, all at second 0", "s", col(&burst, |r| r.fire_cpu_s), None),
+        Metric::rounds(
+            "daemon CPU for a minute's fires and runs, all at second 0",
+            "s",
+            col(&burst, |r| r.fire_cpu_s),
+            None,
+        ),
         Metric::rounds("start with the definitions", "s", col(&spread, |r| r.start_s), None),
         Metric::rounds("RSS after", "MB", col(&burst, |r| r.rss_mb), None),
     ];
