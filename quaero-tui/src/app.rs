@@ -651,18 +651,13 @@ impl App {
                 self.overlay = Some(Overlay::Params(form));
             }
             Overlay::Picker { kind, selected } => {
-                let len = self.picker_len(kind);
                 let selected = match k.code {
                     KeyCode::Esc | KeyCode::Char('q') => return,
                     KeyCode::Enter => {
                         self.pick(kind, selected, now, cmds);
                         return;
                     }
-                    KeyCode::Char('j') | KeyCode::Down => (selected + 1).min(len.saturating_sub(1)),
-                    KeyCode::Char('k') | KeyCode::Up => selected.saturating_sub(1),
-                    KeyCode::Char('g') | KeyCode::Home => 0,
-                    KeyCode::Char('G') | KeyCode::End => len.saturating_sub(1),
-                    _ => selected,
+                    code => moved(code, selected, self.picker_len(kind)).unwrap_or(selected),
                 };
                 self.overlay = Some(Overlay::Picker { kind, selected });
             }
@@ -683,12 +678,11 @@ impl App {
     }
 
     fn on_managers_key(&mut self, k: KeyEvent, now: Instant, cmds: &mut Vec<Cmd>) {
-        let last = self.managers.len().saturating_sub(1);
+        if let Some(s) = moved(k.code, self.selected, self.managers.len()) {
+            self.selected = s;
+            return;
+        }
         match k.code {
-            KeyCode::Char('j') | KeyCode::Down => self.selected = (self.selected + 1).min(last),
-            KeyCode::Char('k') | KeyCode::Up => self.selected = self.selected.saturating_sub(1),
-            KeyCode::Char('g') | KeyCode::Home => self.selected = 0,
-            KeyCode::Char('G') | KeyCode::End => self.selected = last,
             KeyCode::PageDown | KeyCode::Char('n') if self.offset + (PAGE_SIZE as u64) < self.total => {
                 self.offset += PAGE_SIZE as u64;
                 self.selected = 0;
@@ -714,16 +708,11 @@ impl App {
     }
 
     fn on_definitions_key(&mut self, k: KeyEvent, selected: usize, cmds: &mut Vec<Cmd>) {
-        let last = self.definitions.len().saturating_sub(1);
         let selected = match k.code {
             KeyCode::Esc | KeyCode::Backspace | KeyCode::Char('h') | KeyCode::Left => {
                 self.view = View::Managers;
                 return;
             }
-            KeyCode::Char('j') | KeyCode::Down => (selected + 1).min(last),
-            KeyCode::Char('k') | KeyCode::Up => selected.saturating_sub(1),
-            KeyCode::Char('g') | KeyCode::Home => 0,
-            KeyCode::Char('G') | KeyCode::End => last,
             KeyCode::Enter => {
                 self.run_definition(selected, cmds);
                 selected
@@ -734,29 +723,24 @@ impl App {
                 }
                 selected
             }
-            _ => selected,
+            code => moved(code, selected, self.definitions.len()).unwrap_or(selected),
         };
         self.view = View::Definitions { selected };
     }
 
     fn on_queues_key(&mut self, k: KeyEvent, selected: usize, cmds: &mut Vec<Cmd>) {
-        let last = self.queues.len().saturating_sub(1);
         let selected = match k.code {
             KeyCode::Esc | KeyCode::Backspace | KeyCode::Char('h') | KeyCode::Left => {
                 self.view = View::Managers;
                 return;
             }
-            KeyCode::Char('j') | KeyCode::Down => (selected + 1).min(last),
-            KeyCode::Char('k') | KeyCode::Up => selected.saturating_sub(1),
-            KeyCode::Char('g') | KeyCode::Home => 0,
-            KeyCode::Char('G') | KeyCode::End => last,
             KeyCode::Char('p') | KeyCode::Enter => {
                 if let Some(q) = self.queues.get(selected) {
                     cmds.push(Cmd::SetQueuePaused { queue: q.name.clone(), paused: !q.paused });
                 }
                 selected
             }
-            _ => selected,
+            code => moved(code, selected, self.queues.len()).unwrap_or(selected),
         };
         self.view = View::Queues { selected };
     }
@@ -813,6 +797,19 @@ impl App {
             _ => {}
         }
     }
+}
+
+/// Where a list's selection moves on `code` (j/k, arrows, g/G, Home/End) in a list of
+/// `len` rows; `None` for any other key.
+fn moved(code: KeyCode, selected: usize, len: usize) -> Option<usize> {
+    let last = len.saturating_sub(1);
+    Some(match code {
+        KeyCode::Char('j') | KeyCode::Down => (selected + 1).min(last),
+        KeyCode::Char('k') | KeyCode::Up => selected.saturating_sub(1),
+        KeyCode::Char('g') | KeyCode::Home => 0,
+        KeyCode::Char('G') | KeyCode::End => last,
+        _ => return None,
+    })
 }
 
 #[cfg(test)]
