@@ -355,6 +355,8 @@ impl App {
 
     fn render_definitions(&self, selected: usize, area: Rect, buf: &mut Buffer) {
         let narrow = area.width < NARROW;
+        // Below 100 columns: no last run, queue and tags (the schedule needs the room).
+        let medium = area.width < 100;
         let block = Block::default().borders(Borders::ALL).title(format!(" Definitions ({}) ", self.definitions.len()));
         if self.definitions.is_empty() {
             Paragraph::new("No job definitions loaded.").block(block).render(area, buf);
@@ -381,6 +383,8 @@ impl App {
             let id = sanitize_terminal(&d.id);
             if narrow {
                 Row::new(vec![Cell::from(state), Cell::from(id), Cell::from(next)])
+            } else if medium {
+                Row::new(vec![Cell::from(state), Cell::from(id), Cell::from(schedule), Cell::from(next)])
             } else {
                 let tags = d.tags.iter().map(|t| sanitize_terminal(t)).collect::<Vec<_>>().join(",");
                 Row::new(vec![
@@ -396,17 +400,22 @@ impl App {
         });
         let (header, widths): (Vec<&str>, Vec<Constraint>) = if narrow {
             (vec!["ON", "ID", "NEXT"], vec![Constraint::Length(7), Constraint::Min(10), Constraint::Length(12)])
+        } else if medium {
+            (
+                vec!["ON", "ID", "SCHEDULE", "NEXT RUN"],
+                vec![Constraint::Length(7), Constraint::Min(12), Constraint::Fill(1), Constraint::Length(12)],
+            )
         } else {
             (
                 vec!["ON", "ID", "SCHEDULE", "NEXT RUN", "LAST RUN", "QUEUE", "TAGS"],
                 vec![
                     Constraint::Length(7),
-                    Constraint::Min(14),
-                    Constraint::Min(18),
+                    Constraint::Min(12),
+                    Constraint::Fill(2),
                     Constraint::Length(12),
                     Constraint::Length(20),
                     Constraint::Length(10),
-                    Constraint::Min(8),
+                    Constraint::Fill(1),
                 ],
             )
         };
