@@ -286,3 +286,24 @@ async fn times_a_definition_was_disabled_for_never_run_also_after_kill_9() {
         .collect();
     assert!(in_gap.is_empty(), "a time while disabled ran: {in_gap:?}");
 }
+
+#[tokio::test]
+async fn a_run_delayed_to_later_does_not_hold_back_the_schedule() {
+    let d = Daemon::builder().definition("tick.toml", &scheduled("tick", "", "true")).start();
+    let api = Api::new(&d);
+    let (s, later) = api.post("/api/job-definitions/tick/execute", json!({"delay": "1h"})).await;
+    assert_eq!(s, 202, "{later}");
+    let later = later["job_id"].as_str().unwrap().to_string();
+    // Schedule runs go on beside the pending one (overlap = skip counts it only from its time).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = runs(&api, "tick").await;
+        if r.iter().filter(|j| j["trigger"] == "schedule" && j["status"] == "completed").count() >= 2 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the schedule was held back by a run delayed an hour: {r:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(api.status(&later).await, "pending");
+    api.post("/api/job-definitions/tick/disable", json!({})).await;
+}

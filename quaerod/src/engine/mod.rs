@@ -381,7 +381,7 @@ impl Engine {
                 crate::metrics::METRICS.schedule_lateness.observe(late.max(0) as f64 / 1000.0);
             }
             let overlap = self.definitions.read().expect("definitions").get(&d.id).map(|l| l.def.overlap);
-            let busy = self.active.lock().expect("active").get(&d.id).is_some_and(|s| !s.is_empty());
+            let busy = self.has_older_runs(&d.id, u64::MAX);
             if busy && overlap == Some(Overlap::Skip) {
                 crate::metrics::METRICS.schedule_skipped.inc();
                 tracing::info!(definition = %d.id, time = %rfc3339(d.slot_ms), "overlap = skip: a run is still active; this scheduled time does not run");
@@ -421,8 +421,20 @@ impl Engine {
     }
 
     /// Whether a run of `def_id` older than `num` is live.
+    /// A run put off to a later time (`delay`, `run_at`) counts only once its time has come:
+    /// a run delayed to tomorrow does not hold back today's schedule.
     pub(crate) fn has_older_runs(&self, def_id: &str, num: u64) -> bool {
-        self.active.lock().expect("active").get(def_id).is_some_and(|s| s.range(..num).next().is_some())
+        let older: Vec<u64> = self
+            .active
+            .lock()
+            .expect("active")
+            .get(def_id)
+            .map(|s| s.range(..num).copied().collect())
+            .unwrap_or_default();
+        let now = now_ms();
+        older.into_iter().any(|n| {
+            self.live(n).is_none_or(|l| l.record.lock().expect("record").scheduled_ms.is_none_or(|t| t <= now))
+        })
     }
 
     /// Waits until every run of `def_id` older than `num` has ended (`overlap = "queue"`);
