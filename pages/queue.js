@@ -667,12 +667,10 @@
           if (!d || (step && step.max_attempts && (step.attempt || step.status === 'pending'))) retrying.add(mid);
         }
         for (const id of retrying) refreshManager(id);
-        for (const id of p.manager_ids || []) newManagerActive(id);
         return;
       }
       case 'job_log': // push mode: treat each event as a trigger for its step
         if (p.event && p.event.step_id && panelVisible(p.event.step_id)) fetcher.request(p.event.step_id);
-        if (p.event) newManagerActive(p.event.manager_id);
         return;
       case 'job_status_change':
         onStatusChange(p);
@@ -690,16 +688,6 @@
         return;
     }
     render();
-  }
-
-  // A run that starts pending (delayed, or on a paused queue) gets no status change until it
-  // starts; its first events say it exists. Reload once for each newer manager than listed.
-  let newestActive = -1;
-  function newManagerActive(id) {
-    const n = idNum(id);
-    if (n <= newestActive) return;
-    newestActive = n;
-    if (S.offset === 0 && n > Math.max(-1, ...S.managers.map((m) => idNum(m.id)))) reloadListSoon();
   }
 
   function onStatusChange(p) {
