@@ -307,3 +307,30 @@ async fn a_run_delayed_to_later_does_not_hold_back_the_schedule() {
     assert_eq!(api.status(&later).await, "pending");
     api.post("/api/job-definitions/tick/disable", json!({})).await;
 }
+
+#[tokio::test]
+async fn a_definition_shows_its_last_run_as_it_goes_and_after_a_restart() {
+    let mut d = Daemon::builder()
+        .definition("tick.toml", &scheduled("once", "", "sleep 0.3").replace("schedule = \"* * * * * *\"\n", ""))
+        .start();
+    let api = Api::new(&d);
+    assert!(definition(&api, "once").await.get("last_run").is_none(), "no run yet");
+    let m = api.execute("once").await;
+    api.wait_status(&m, "running", 20).await;
+    let info = definition(&api, "once").await;
+    assert_eq!(
+        (info["last_run"]["job_id"].as_str(), info["last_run"]["status"].as_str()),
+        (Some(m.as_str()), Some("running"))
+    );
+    api.wait_terminal(&m, 20).await;
+    let info = definition(&api, "once").await;
+    assert_eq!(info["last_run"]["status"], "completed", "{info}");
+    assert!(info["last_run"]["finished_at"].is_string(), "{info}");
+    assert!(d.stop().success());
+    d.restart();
+    let api = Api::new(&d);
+    assert_eq!(definition(&api, "once").await["last_run"]["job_id"], m.as_str(), "read back at the start");
+    let (s, _) = api.delete(&format!("/api/jobs/{m}")).await;
+    assert_eq!(s, 200);
+    assert!(definition(&api, "once").await.get("last_run").is_none(), "a deleted run is not shown");
+}

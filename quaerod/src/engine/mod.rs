@@ -121,7 +121,8 @@ pub struct Engine {
     /// Woken whenever a live run ends.
     run_ended: tokio::sync::Notify,
     /// The newest run of each definition.
-    last_runs: Mutex<HashMap<String, u64>>,
+    /// Kept as runs start and change status, so listing definitions reads no run.
+    last_runs: Mutex<HashMap<String, (u64, LastRun)>>,
     /// The newest scheduled time of each definition found in the stored runs at the start.
     stored_slots: Mutex<HashMap<String, i64>>,
 }
@@ -288,12 +289,7 @@ impl Engine {
             info.schedule_text = Some(s.describe());
             info.next_run_at = self.scheduler.next_run(&l.def.id).map(rfc3339);
         }
-        let last = self.last_runs.lock().expect("last runs").get(&l.def.id).copied();
-        info.last_run = last.and_then(|num| self.manager_record(num).ok().flatten()).map(|m| LastRun {
-            job_id: JobPath::manager(m.num).to_string(),
-            status: m.status,
-            finished_at: m.finished_ms.map(rfc3339),
-        });
+        info.last_run = self.last_runs.lock().expect("last runs").get(&l.def.id).map(|(_, r)| r.clone());
         info
     }
 
@@ -571,7 +567,7 @@ impl Engine {
             trigger: Some(as_.trigger),
             schedule_ms: as_.schedule_ms,
         };
-        self.last_runs.lock().expect("last runs").insert(rec.definition_id.clone(), num);
+        self.note_run(&rec);
         self.store.put_manager(rec.clone()).await?;
         // Clients hear of a run that waits (delayed, on a paused queue, queued behind an
         // earlier run) before it starts.
@@ -618,7 +614,7 @@ impl Engine {
         let mut stale = Vec::new();
         let (mut newest, mut slots) = (HashMap::new(), HashMap::new());
         self.store.for_each_manager_desc(&mut |m: ManagerRecord| {
-            newest.entry(m.definition_id.clone()).or_insert(m.num);
+            newest.entry(m.definition_id.clone()).or_insert_with(|| (m.num, last_run(&m)));
             if let Some(t) = m.schedule_ms {
                 let slot = slots.entry(m.definition_id.clone()).or_insert(t);
                 *slot = t.max(*slot);
@@ -675,6 +671,7 @@ impl Engine {
                     m.status = JobStatus::Failed;
                     m.error = Some(msg);
                     m.finished_ms = Some(now);
+                    self.note_run(&m);
                     self.store.put_manager(m).await?;
                 }
             }
@@ -848,7 +845,30 @@ impl Engine {
         if !m.status.is_terminal() || self.live(path.manager).is_some() {
             return Err(EngineError::Conflict(format!("job {id} is {}; cancel it first", m.status)));
         }
-        Ok(self.store.delete_manager(path.manager).await?)
+        let deleted = self.store.delete_manager(path.manager).await?;
+        self.forget_run(&m.definition_id, m.num);
+        Ok(deleted)
+    }
+
+    /// A run started or changed status: its definition's last run, if it is the newest.
+    fn note_run(&self, m: &ManagerRecord) {
+        let mut last = self.last_runs.lock().expect("last runs");
+        match last.get_mut(&m.definition_id) {
+            Some((num, _)) if *num > m.num => {}
+            Some(entry) => *entry = (m.num, last_run(m)),
+            None => {
+                last.insert(m.definition_id.clone(), (m.num, last_run(m)));
+            }
+        }
+    }
+
+    /// A run was deleted: its definition shows no last run if it was that one (an older
+    /// run is not looked for).
+    fn forget_run(&self, def_id: &str, num: u64) {
+        let mut last = self.last_runs.lock().expect("last runs");
+        if last.get(def_id).is_some_and(|(n, _)| *n == num) {
+            last.remove(def_id);
+        }
     }
 
     /// Deletes finished managers (with their steps, children and events) that finished
@@ -858,14 +878,15 @@ impl Engine {
         let mut old = Vec::new();
         self.store.for_each_manager_desc(&mut |m: ManagerRecord| {
             if m.status.is_terminal() && m.finished_ms.is_some_and(|f| f < cutoff) {
-                old.push(m.num);
+                old.push((m.num, m.definition_id));
             }
             true
         })?;
         let mut n = 0;
-        for num in old {
+        for (num, def_id) in old {
             if self.live(num).is_none() {
                 let (jobs, events) = self.store.delete_manager(num).await?;
+                self.forget_run(&def_id, num);
                 tracing::info!(manager = %JobPath::manager(num), jobs, events, "retention: deleted a finished manager");
                 n += 1;
             }
@@ -924,6 +945,9 @@ impl Engine {
     }
 
     pub(crate) fn status_change(&self, m: &ManagerRecord, step: u32) {
+        if step == 0 {
+            self.note_run(m);
+        }
         let mgr_id = JobPath::manager(m.num).to_string();
         let change = if step == 0 {
             JobStatusChange {
@@ -960,6 +984,10 @@ const PAUSED_PREFIX: &str = "queue.paused.";
 /// The setting key of the last scheduled time a definition acted on (ms since the epoch):
 /// `schedule.last.<id>`.
 const SLOT_PREFIX: &str = "schedule.last.";
+
+fn last_run(m: &ManagerRecord) -> LastRun {
+    LastRun { job_id: JobPath::manager(m.num).to_string(), status: m.status, finished_at: m.finished_ms.map(rfc3339) }
+}
 
 /// A definition's parsed schedule, if it has a valid one.
 fn def_schedule(def: &JobDefinition) -> Option<Arc<schedule::Schedule>> {
