@@ -847,6 +847,7 @@ mod tests {
                 total_count: 1,
                 limit: 50,
                 offset: 0,
+                next_cursor: None,
             })),
             t0,
         );
@@ -927,6 +928,7 @@ mod tests {
                 total_count: 1,
                 limit: 50,
                 offset: 0,
+                next_cursor: None,
             })),
             t0,
         );

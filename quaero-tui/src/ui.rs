@@ -633,6 +633,7 @@ mod tests {
             total_count: 3,
             limit: 50,
             offset: 0,
+            next_cursor: None,
         };
         app.update(Msg::Managers(Ok(list)), t0);
         app.update(Msg::Manager { id: "m1".into(), result: Ok(Box::new(nightly_detail())) }, t0);

@@ -180,6 +180,17 @@ impl ChildCounts {
         *slot = slot.saturating_add_signed(delta);
     }
 
+    /// How many have `status`.
+    pub fn get(&self, status: JobStatus) -> u64 {
+        match status {
+            JobStatus::Pending => self.pending,
+            JobStatus::Running => self.running,
+            JobStatus::Completed => self.completed,
+            JobStatus::Failed => self.failed,
+            JobStatus::Cancelled => self.cancelled,
+        }
+    }
+
     pub fn terminal(&self) -> u64 {
         self.completed + self.failed + self.cancelled
     }
@@ -698,9 +709,13 @@ pub struct Health {
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct JobsList {
     pub jobs: Vec<Job>,
+    /// Every job the filters match (not only this page's), exact.
     pub total_count: u64,
     pub limit: u64,
     pub offset: u64,
+    /// Give it back as `cursor` for the next page (absent on the last page).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

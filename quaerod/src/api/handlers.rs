@@ -65,6 +65,8 @@ pub async fn stats(eng: Arc<Engine>) -> Reply {
         ("definition" = Option<String>, Query, description = "only runs of this definition id"),
         ("tag" = Option<String>, Query, description = "only runs of definitions with this tag"),
         ("queue" = Option<String>, Query, description = "only runs on this named queue"),
+        ("q" = Option<String>, Query, description = "managers whose name or definition id contains this, ignoring case"),
+        ("cursor" = Option<String>, Query, description = "the `next_cursor` of the previous page: the page after it, at the cost of one page at any depth (`offset` walks the skipped jobs)"),
     ),
     responses((status = 200, body = JobsList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, description = "no such parent job", body = ErrorBody)))]
@@ -95,6 +97,13 @@ pub async fn list_jobs(eng: Arc<Engine>, q: HashMap<String, String>) -> Reply {
         definition: q.get("definition").filter(|d| !d.is_empty()).cloned(),
         tag: q.get("tag").filter(|t| !t.is_empty()).cloned(),
         queue: q.get("queue").filter(|t| !t.is_empty()).cloned(),
+        search: q.get("q").map(|s| s.trim()).filter(|s| !s.is_empty()).map(str::to_string),
+        cursor: match q.get("cursor").filter(|c| !c.is_empty()) {
+            None => None,
+            Some(c) => Some(c.parse::<u64>().map_err(|_| {
+                ApiError::bad_request(format!("cursor: {c:?} is not a cursor this daemon handed out (next_cursor)"))
+            })?),
+        },
     };
     let page = eng.jobs_page(query).await.map_err(reject)?;
     Ok(json(StatusCode::OK, &page))

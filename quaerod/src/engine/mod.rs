@@ -28,7 +28,7 @@ use tokio_util::task::TaskTracker;
 use crate::aggregator::Aggregator;
 use crate::config::Config;
 use crate::page_cache::PageCache;
-use crate::store::{ChildRecord, ManagerRecord, StepRecord, Store, StoreError};
+use crate::store::{ChildRecord, ManagerQuery, ManagerRecord, StepRecord, Store, StoreError};
 use crate::time::{now_ms, rfc3339};
 use definition::{Loaded, Plan, Source};
 
@@ -611,19 +611,27 @@ impl Engine {
     /// At start: every manager a crash or a stop left pending or running is resumed; its
     /// interrupted step runs again from the start (children that finished are kept).
     pub async fn recover(self: &Arc<Self>) -> Result<usize> {
-        let mut stale = Vec::new();
+        // Through the index: what is unfinished, and per definition its newest run and its
+        // newest scheduled one; a long finished history is not read.
+        let unfinished = ManagerQuery {
+            statuses: vec![JobStatus::Pending, JobStatus::Running],
+            limit: usize::MAX,
+            ..Default::default()
+        };
+        let mut stale = self.store.list_managers(&unfinished)?.managers;
         let (mut newest, mut slots) = (HashMap::new(), HashMap::new());
-        self.store.for_each_manager_desc(&mut |m: ManagerRecord| {
-            newest.entry(m.definition_id.clone()).or_insert_with(|| (m.num, last_run(&m)));
-            if let Some(t) = m.schedule_ms {
-                let slot = slots.entry(m.definition_id.clone()).or_insert(t);
-                *slot = t.max(*slot);
+        for def in self.store.run_definitions()? {
+            let q = ManagerQuery { definition: Some(def.clone()), limit: 1, ..Default::default() };
+            if let Some(m) = self.store.list_managers(&q)?.managers.first() {
+                newest.insert(def.clone(), (m.num, last_run(m)));
             }
-            if !m.status.is_terminal() {
-                stale.push(m);
+            // Scheduled runs are made in the order of their times; a few newest cover any
+            // made out of order by a catch-up.
+            let q = ManagerQuery { definition: Some(def.clone()), scheduled: true, limit: 16, ..Default::default() };
+            if let Some(t) = self.store.list_managers(&q)?.managers.iter().filter_map(|m| m.schedule_ms).max() {
+                slots.insert(def, t);
             }
-            true
-        })?;
+        }
         *self.last_runs.lock().expect("last runs") = newest;
         *self.stored_slots.lock().expect("slots") = slots;
         stale.sort_by_key(|m| m.num);
@@ -746,58 +754,69 @@ impl Engine {
     }
 
     /// `GET /api/jobs`: managers (newest first), a manager's steps, or a step's children.
-    pub fn list_jobs(&self, q: &read::JobsQuery) -> Result<(Vec<Job>, u64)> {
-        let (parent, statuses, limit, offset) = (q.parent.as_deref(), &q.statuses, q.limit, q.offset);
-        // Steps and children belong to their manager's definition and tags.
-        let run_matches = |m: &ManagerRecord| {
-            q.definition.as_ref().is_none_or(|d| &m.definition_id == d)
-                && q.tag.as_ref().is_none_or(|t| m.definition.tags.contains(t))
-                && q.queue.as_ref().is_none_or(|n| m.definition.queue.as_deref().unwrap_or(queues::DEFAULT) == n)
-        };
-        let keep = |s: JobStatus| statuses.is_empty() || statuses.contains(&s);
-        let mut total = 0u64;
-        let mut out = Vec::new();
-        let mut take = |job: Job| {
-            if keep(job.status) {
-                if total as usize >= offset && out.len() < limit {
-                    out.push(job);
-                }
-                total += 1;
-            }
-        };
-        match parent {
+    /// A page of jobs, the number the filters match, and the cursor of the next page.
+    /// Managers and a step's children are read through the store's index: a page costs
+    /// O(limit), or O(offset + limit) with `offset`, however long the history.
+    pub fn list_jobs(&self, q: &read::JobsQuery) -> Result<(Vec<Job>, u64, Option<u64>)> {
+        let keep = |s: JobStatus| q.statuses.is_empty() || q.statuses.contains(&s);
+        match q.parent.as_deref() {
             None | Some("root") => {
-                let live: HashMap<u64, ManagerRecord> =
-                    self.live.lock().expect("live").iter().map(|(n, l)| (*n, l.snapshot())).collect();
-                self.store.for_each_manager_desc(&mut |m: ManagerRecord| {
-                    let m = live.get(&m.num).cloned().unwrap_or(m);
-                    if run_matches(&m) {
-                        take(manager_job(&m));
-                    }
-                    true
-                })?;
+                let mq = ManagerQuery {
+                    statuses: q.statuses.clone(),
+                    definition: q.definition.clone(),
+                    tag: q.tag.clone(),
+                    queue: q.queue.clone(),
+                    search: q.search.clone(),
+                    scheduled: false,
+                    before: q.cursor,
+                    offset: q.offset,
+                    limit: q.limit,
+                };
+                let page = self.store.list_managers(&mq)?;
+                let total = self.store.count_managers(&mq)?;
+                let next = if page.more { page.managers.last().map(|m| m.num) } else { None };
+                let live = self.live.lock().expect("live");
+                // A live run's record may be a step ahead of the stored one it was found by.
+                let jobs = page
+                    .managers
+                    .into_iter()
+                    .map(|m| live.get(&m.num).map_or_else(|| manager_job(&m), |l| manager_job(&l.snapshot())))
+                    .collect();
+                Ok((jobs, total, next))
             }
             Some(id) => {
                 let (path, m) = self.resolve(id)?;
-                if !run_matches(&m) {
-                    return Ok((out, total));
+                let run_matches = m.definition_id == *q.definition.as_deref().unwrap_or(&m.definition_id)
+                    && q.tag.as_ref().is_none_or(|t| m.definition.tags.contains(t))
+                    && q.queue.as_ref().is_none_or(|n| m.definition.queue.as_deref().unwrap_or(queues::DEFAULT) == n);
+                if !run_matches {
+                    return Ok((Vec::new(), 0, None));
                 }
                 match path.kind() {
                     JobKind::Manager => {
-                        for i in 1..=m.steps.len() as u32 {
-                            take(step_job(&m, i));
-                        }
+                        let steps: Vec<Job> =
+                            (1..=m.steps.len() as u32).map(|i| step_job(&m, i)).filter(|j| keep(j.status)).collect();
+                        let total = steps.len() as u64;
+                        let jobs = steps.into_iter().skip(q.offset).take(q.limit).collect();
+                        Ok((jobs, total, None))
                     }
                     JobKind::Step => {
-                        for c in self.store.children_of(path.manager, path.step)? {
-                            take(child_job(&m, &c));
-                        }
+                        let after = q.cursor.map(|c| c.min(u32::MAX as u64) as u32);
+                        let (children, more) =
+                            self.store.children_page(path.manager, path.step, &q.statuses, after, q.offset, q.limit)?;
+                        let counts = &m.steps[path.step as usize - 1].child_counts;
+                        let total = if q.statuses.is_empty() {
+                            counts.total
+                        } else {
+                            q.statuses.iter().map(|s| counts.get(*s)).sum()
+                        };
+                        let next = if more { children.last().map(|c| c.path.child as u64) } else { None };
+                        Ok((children.iter().map(|c| child_job(&m, c)).collect(), total, next))
                     }
-                    JobKind::Job => {}
+                    JobKind::Job => Ok((Vec::new(), 0, None)),
                 }
             }
         }
-        Ok((out, total))
     }
 
     pub async fn cancel(&self, id: &str) -> Result<String> {
@@ -875,20 +894,26 @@ impl Engine {
     /// longer than `retention` ago; returns how many. Managers still live are kept.
     pub async fn sweep_retention(&self, retention: std::time::Duration) -> Result<usize> {
         let cutoff = now_ms() - retention.as_millis() as i64;
-        let mut old = Vec::new();
-        self.store.for_each_manager_desc(&mut |m: ManagerRecord| {
-            if m.status.is_terminal() && m.finished_ms.is_some_and(|f| f < cutoff) {
-                old.push((m.num, m.definition_id));
-            }
-            true
-        })?;
         let mut n = 0;
-        for (num, def_id) in old {
-            if self.live(num).is_none() {
-                let (jobs, events) = self.store.delete_manager(num).await?;
-                self.forget_run(&def_id, num);
-                tracing::info!(manager = %JobPath::manager(num), jobs, events, "retention: deleted a finished manager");
-                n += 1;
+        // Through the finish-time index, oldest first: O(expired), not O(history).
+        loop {
+            let old = self.store.finished_before(cutoff, 256)?;
+            let mut deleted = 0;
+            for num in &old {
+                if self.live(*num).is_some() {
+                    continue;
+                }
+                let def_id = self.store.get_manager(*num)?.map(|m| m.definition_id);
+                let (jobs, events) = self.store.delete_manager(*num).await?;
+                if let Some(d) = def_id {
+                    self.forget_run(&d, *num);
+                }
+                tracing::info!(manager = %JobPath::manager(*num), jobs, events, "retention: deleted a finished manager");
+                deleted += 1;
+            }
+            n += deleted;
+            if old.len() < 256 || deleted == 0 {
+                break;
             }
         }
         Ok(n)

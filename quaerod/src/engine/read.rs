@@ -27,6 +27,11 @@ pub struct JobsQuery {
     pub tag: Option<String>,
     /// Only runs on this named queue.
     pub queue: Option<String>,
+    /// Managers whose name or definition id contains this (ignoring case).
+    pub search: Option<String>,
+    /// The previous page's `next_cursor`: managers numbered below it, or children
+    /// numbered above it.
+    pub cursor: Option<u64>,
 }
 
 /// `GET /api/jobs/{id}/logs`, parsed.
@@ -56,10 +61,10 @@ impl Engine {
     pub async fn jobs_page(self: &Arc<Self>, q: JobsQuery) -> Result<JobsList> {
         let eng = self.clone();
         let (limit, offset) = (q.limit as u64, q.offset as u64);
-        let (jobs, total_count) = tokio::task::spawn_blocking(move || eng.list_jobs(&q))
+        let (jobs, total_count, next) = tokio::task::spawn_blocking(move || eng.list_jobs(&q))
             .await
             .map_err(|e| EngineError::Internal(e.to_string()))??;
-        Ok(JobsList { jobs, total_count, limit, offset })
+        Ok(JobsList { jobs, total_count, limit, offset, next_cursor: next.map(|n| n.to_string()) })
     }
 
     /// `GET /api/jobs/{id}/logs` as the JSON body. Clients that ask for the same page

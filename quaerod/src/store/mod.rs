@@ -110,6 +110,32 @@ fn is_zero(n: &u32) -> bool {
     *n == 0
 }
 
+/// Which managers a listing wants. Every filter given must match.
+#[derive(Debug, Clone, Default)]
+pub struct ManagerQuery {
+    /// Empty: every status.
+    pub statuses: Vec<JobStatus>,
+    pub definition: Option<String>,
+    pub tag: Option<String>,
+    /// The queue runs are on (`default` for a definition without one).
+    pub queue: Option<String>,
+    /// A case-insensitive part of the run's name or of its definition id.
+    pub search: Option<String>,
+    /// Only runs the schedule started.
+    pub scheduled: bool,
+    /// Keyset cursor: only managers numbered below this.
+    pub before: Option<u64>,
+    pub offset: usize,
+    pub limit: usize,
+}
+
+/// A page of managers, and whether more match after it.
+#[derive(Debug, Clone, Default)]
+pub struct ManagerPage {
+    pub managers: Vec<ManagerRecord>,
+    pub more: bool,
+}
+
 /// An event as a producer hands it to the store; the writer gives it its seq.
 #[derive(Debug, Clone)]
 pub struct NewEvent {
@@ -185,8 +211,33 @@ pub trait Store: Send + Sync {
     /// Jobs by status, kept as records are written (never counted by a scan).
     fn stats(&self) -> Stats;
     fn get_manager(&self, mgr: u64) -> Result<Option<ManagerRecord>>;
-    /// Every manager, newest first. `f` returns false to stop.
+    /// Every manager, newest first. `f` returns false to stop. Reads every record: for
+    /// tests and one-off migrations; listings go through [`Store::list_managers`].
     fn for_each_manager_desc(&self, f: &mut dyn FnMut(ManagerRecord) -> bool) -> Result<()>;
+    /// Managers newest first through the index: O(offset + limit) for one filter
+    /// dimension, whatever the history (see [`ManagerQuery`]).
+    fn list_managers(&self, q: &ManagerQuery) -> Result<ManagerPage>;
+    /// How many managers `q` matches (its cursor, offset and limit aside): read from counts
+    /// kept as the writer commits when `q` filters by status and at most one of definition,
+    /// tag, queue or search; else by walking the narrowest index.
+    fn count_managers(&self, q: &ManagerQuery) -> Result<u64>;
+    /// Definition ids that have stored runs.
+    fn run_definitions(&self) -> Result<Vec<String>>;
+    /// Finished managers that finished before `cutoff_ms`, oldest finish first, at most
+    /// `limit`: O(limit), whatever the history.
+    fn finished_before(&self, cutoff_ms: i64, limit: usize) -> Result<Vec<u64>>;
+    /// A step's children in index order, only those with one of `statuses` (empty: all),
+    /// numbered above `after`, skipping `offset` of them; at most `limit`, and whether
+    /// more follow.
+    fn children_page(
+        &self,
+        mgr: u64,
+        step: u32,
+        statuses: &[JobStatus],
+        after: Option<u32>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<ChildRecord>, bool)>;
     fn get_child(&self, p: JobPath) -> Result<Option<ChildRecord>>;
     /// The children of a step, in index order.
     fn children_of(&self, mgr: u64, step: u32) -> Result<Vec<ChildRecord>>;

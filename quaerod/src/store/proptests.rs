@@ -23,7 +23,10 @@ use quaero_shared::{
     ChildCounts, JobDefinition, JobPath, JobStatus, Level, OnError, Order, Originator, Stats, StepDefinition, StepType,
 };
 
-use super::{ChildRecord, CommitListener, Committed, LogQuery, ManagerRecord, NewEvent, RawEvent, StepRecord, Store};
+use super::{
+    ChildRecord, CommitListener, Committed, LogQuery, ManagerQuery, ManagerRecord, NewEvent, RawEvent, StepRecord,
+    Store,
+};
 
 /// Hears every commit with its events, so that the test learns the seqs the writer gave.
 #[derive(Default)]
@@ -322,10 +325,13 @@ fn open(path: &Path) -> (Arc<dyn Store>, Arc<Recorder>) {
 
 fn manager_record(num: u64, steps: u32) -> ManagerRecord {
     let names: Vec<String> = (1..=steps).map(|i| format!("step-{i}")).collect();
+    // Runs of two definitions, on two queues, with tags, some started by a schedule: the
+    // index has several values per dimension to keep apart.
+    let def = if num % 2 == 0 { "prop" } else { "other" };
     ManagerRecord {
         num,
-        definition_id: "prop".into(),
-        name: format!("run {num}"),
+        definition_id: def.into(),
+        name: format!("Run {}", num % 4),
         status: JobStatus::Pending,
         created_ms: num as i64,
         started_ms: None,
@@ -347,7 +353,9 @@ fn manager_record(num: u64, steps: u32) -> ManagerRecord {
             })
             .collect(),
         definition: JobDefinition {
-            id: "prop".into(),
+            id: def.into(),
+            queue: (num % 3 == 0).then(|| "batch".to_string()),
+            tags: (0..num % 3).map(|t| format!("t{t}")).collect(),
             name: String::new(),
             description: String::new(),
             timeout: None,
@@ -368,8 +376,40 @@ fn manager_record(num: u64, steps: u32) -> ManagerRecord {
         params: Default::default(),
         scheduled_ms: None,
         trigger: None,
-        schedule_ms: None,
+        schedule_ms: (num % 5 == 0).then_some(num as i64 * 1_000),
     }
+}
+
+/// The listings a check asks for: each filter alone, some together, by status.
+fn manager_queries() -> Vec<ManagerQuery> {
+    let mut out = Vec::new();
+    let statuses = [vec![], vec![JobStatus::Running], vec![JobStatus::Pending, JobStatus::Failed]];
+    for st in statuses {
+        let base = ManagerQuery { statuses: st, limit: 3, ..Default::default() };
+        out.push(base.clone());
+        out.push(ManagerQuery { definition: Some("prop".into()), ..base.clone() });
+        out.push(ManagerQuery { definition: Some("other".into()), scheduled: true, ..base.clone() });
+        out.push(ManagerQuery { tag: Some("t1".into()), ..base.clone() });
+        out.push(ManagerQuery { queue: Some("default".into()), ..base.clone() });
+        out.push(ManagerQuery { queue: Some("batch".into()), tag: Some("t0".into()), ..base.clone() });
+        out.push(ManagerQuery { search: Some("run 1".into()), ..base.clone() });
+        out.push(ManagerQuery { search: Some("R".into()), ..base.clone() });
+        out.push(ManagerQuery { search: Some("nothing".into()), ..base.clone() });
+    }
+    out
+}
+
+/// Whether the model's record matches a listing's filters.
+fn model_matches(q: &ManagerQuery, m: &ManagerRecord) -> bool {
+    (q.statuses.is_empty() || q.statuses.contains(&m.status))
+        && q.definition.as_ref().is_none_or(|d| *d == m.definition_id)
+        && q.tag.as_ref().is_none_or(|t| m.definition.tags.contains(t))
+        && q.queue.as_ref().is_none_or(|n| m.definition.queue.as_deref().unwrap_or("default") == n)
+        && q.search.as_ref().is_none_or(|s| {
+            let s = s.to_lowercase();
+            m.name.to_lowercase().contains(&s) || m.definition_id.to_lowercase().contains(&s)
+        })
+        && (!q.scheduled || m.schedule_ms.is_some())
 }
 
 impl Harness {
@@ -440,7 +480,48 @@ impl Harness {
         let mut want: Vec<&ManagerRecord> =
             self.model.alive().into_iter().map(|i| &self.model.managers[i].rec).collect();
         want.reverse();
-        prop_assert_eq!(listed.iter().collect::<Vec<_>>(), want);
+        prop_assert_eq!(listed.iter().collect::<Vec<_>>(), want.clone());
+
+        // The index: every listing, paged by cursor and by offset, and its count.
+        for q in manager_queries() {
+            let expect: Vec<&ManagerRecord> = want.iter().copied().filter(|m| model_matches(&q, m)).collect();
+            prop_assert_eq!(self.store().count_managers(&q).expect("count"), expect.len() as u64, "count of {:?}", q);
+            let (mut by_cursor, mut by_offset) = (Vec::new(), Vec::new());
+            let mut cursor = None;
+            loop {
+                let page = self.store().list_managers(&ManagerQuery { before: cursor, ..q.clone() }).expect("list");
+                prop_assert!(page.managers.len() <= q.limit);
+                by_cursor.extend(page.managers.iter().cloned());
+                if !page.more {
+                    break;
+                }
+                cursor = page.managers.last().map(|m| m.num);
+            }
+            loop {
+                let page =
+                    self.store().list_managers(&ManagerQuery { offset: by_offset.len(), ..q.clone() }).expect("list");
+                by_offset.extend(page.managers.iter().cloned());
+                if !page.more {
+                    break;
+                }
+            }
+            prop_assert_eq!(by_cursor.iter().collect::<Vec<_>>(), expect.clone(), "by cursor: {:?}", q);
+            prop_assert_eq!(by_offset.iter().collect::<Vec<_>>(), expect.clone(), "by offset: {:?}", q);
+        }
+        let mut defs: Vec<String> = want.iter().map(|m| m.definition_id.clone()).collect();
+        defs.sort();
+        defs.dedup();
+        prop_assert_eq!(self.store().run_definitions().expect("definitions"), defs);
+        for cutoff in [0, 970, 2_000] {
+            let mut expect: Vec<(i64, u64)> = want
+                .iter()
+                .filter(|m| m.status.is_terminal())
+                .filter_map(|m| m.finished_ms.filter(|f| *f < cutoff).map(|f| (f, m.num)))
+                .collect();
+            expect.sort();
+            let got = self.store().finished_before(cutoff, usize::MAX).expect("finished_before");
+            prop_assert_eq!(got, expect.iter().map(|e| e.1).collect::<Vec<_>>(), "finished before {}", cutoff);
+        }
 
         let mut reads = Vec::new();
         for m in &self.model.managers {
@@ -454,7 +535,28 @@ impl Harness {
                 } else {
                     m.children.values().filter(|c| c.path.step == step).cloned().collect()
                 };
-                prop_assert_eq!(got, want, "children of m{} step {}", num, step);
+                prop_assert_eq!(&got, &want, "children of m{} step {}", num, step);
+                for statuses in [vec![], vec![JobStatus::Completed], vec![JobStatus::Running, JobStatus::Failed]] {
+                    let keep: Vec<&ChildRecord> =
+                        want.iter().filter(|c| statuses.is_empty() || statuses.contains(&c.status)).collect();
+                    let (mut paged, mut after) = (Vec::new(), None);
+                    loop {
+                        let (page, more) =
+                            self.store().children_page(num, step, &statuses, after, 0, 2).expect("children_page");
+                        paged.extend(page.iter().cloned());
+                        if !more {
+                            break;
+                        }
+                        after = page.last().map(|c| c.path.child);
+                    }
+                    prop_assert_eq!(
+                        paged.iter().collect::<Vec<_>>(),
+                        keep,
+                        "children of m{} step {} by status",
+                        num,
+                        step
+                    );
+                }
             }
             for (p, c) in &m.children {
                 let got = self.store().get_child(*p).expect("get_child");
@@ -570,6 +672,8 @@ impl Harness {
                 let t = target.index(1 + n_steps + m.children.len());
                 if t == 0 {
                     m.rec.status = status;
+                    // Finished at a time that is not the creation order, as retries make.
+                    m.rec.finished_ms = status.is_terminal().then_some(1_000 - (m.rec.num as i64 * 7) % 50);
                 } else if t <= n_steps {
                     m.rec.steps[t - 1].status = status;
                 } else {

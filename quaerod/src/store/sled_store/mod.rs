@@ -10,12 +10,16 @@
 //! - `meta`: counters reserved ahead (`seq`, `manager`), so a number is never reused, also
 //!   after `kill -9`.
 //! - `definitions`: definitions created over the API.
+//! - The index ([`index`]) lives in `managers` and `children` beside the records, under
+//!   keys that start with 0xFF, so one batch writes a record with its index keys and counts.
 //!
 //! All writes go through one writer thread ([`writer`]) that batches whatever is queued,
 //! applies it and flushes; a job's status becomes visible as terminal only after that
 //! job's events were applied before it (and the engine waits for [`Store::sync`]).
 
+mod index;
 mod keys;
+mod listing;
 mod reader;
 mod writer;
 
@@ -25,12 +29,12 @@ use std::sync::{Arc, Mutex};
 use quaero_shared::{JobDefinition, JobPath, Stats};
 use tokio::sync::{mpsc, oneshot};
 
-use super::counters::{Counters, manager_statuses};
 use super::versions::Versions;
 use super::{
-    BoxFuture, ChildRecord, CommitListener, LogPage, LogQuery, ManagerRecord, NewEvent, OpenError, Result, Store,
-    StoreError, StoreOptions,
+    BoxFuture, ChildRecord, CommitListener, LogPage, LogQuery, ManagerPage, ManagerQuery, ManagerRecord, NewEvent,
+    OpenError, Result, Store, StoreError, StoreOptions,
 };
+use index::Counters;
 use keys::{child_key, manager_key, scope_key};
 
 /// Events of one block at most; a reader decodes at most two blocks to serve a small read.
@@ -169,23 +173,60 @@ impl Opening {
         }
     }
 
-    /// Every stored job by status: the one full read at open, kept current by the writer.
-    fn count_jobs(&self, managers: &sled::Tree, children: &sled::Tree) -> Result<Counters, OpenError> {
-        let mut c = Counters::default();
-        for item in managers.iter() {
-            let (_, v) = item.map_err(|e| self.sled(e))?;
-            let m: ManagerRecord =
-                serde_json::from_slice(&v).map_err(|e| self.corrupt(format!("manager record: {e}")))?;
-            for st in manager_statuses(&m) {
-                c.replace(None, Some(st));
+    /// Builds the index of a store an older quaerod made (the one full read, done once);
+    /// a build a crash interrupted starts over. Returns the counts.
+    fn index(&self, db: &sled::Db, managers: &sled::Tree, children: &sled::Tree) -> Result<Counters, OpenError> {
+        let load = |t: &sled::Tree| index::load_counts(t).map_err(|e| self.sled(e));
+        if managers.get(index::VERSION_KEY).map_err(|e| self.sled(e))?.is_some() {
+            return Ok(Counters { managers: load(managers)?, children: load(children)? });
+        }
+        let started = std::time::Instant::now();
+        for tree in [managers, children] {
+            let mut batch = sled::Batch::default();
+            for kv in tree.range(&[index::MARK][..]..) {
+                batch.remove(kv.map_err(|e| self.sled(e))?.0);
             }
+            tree.apply_batch(batch).map_err(|e| self.sled(e))?;
         }
-        for item in children.iter() {
-            let (_, v) = item.map_err(|e| self.sled(e))?;
-            let ch: ChildRecord = serde_json::from_slice(&v).map_err(|e| self.corrupt(format!("child record: {e}")))?;
-            c.replace(None, Some(ch.status));
+        let mut counters = Counters::default();
+        let mut n = 0u64;
+        for (tree, is_managers) in [(children, false), (managers, true)] {
+            let counts = if is_managers { &mut counters.managers } else { &mut counters.children };
+            let mut delta = index::Delta::default();
+            let mut pending = 0;
+            let flush = |delta: index::Delta, counts: &mut index::Counts| -> Result<(), OpenError> {
+                let mut batch = sled::Batch::default();
+                for (k, v) in delta.write(counts, &mut batch) {
+                    counts.by_key.insert(k, v);
+                }
+                tree.apply_batch(batch).map_err(|e| self.sled(e))
+            };
+            for kv in tree.range(..&[index::MARK][..]) {
+                let (_, v) = kv.map_err(|e| self.sled(e))?;
+                if is_managers {
+                    let m: ManagerRecord =
+                        serde_json::from_slice(&v).map_err(|e| self.corrupt(format!("manager record: {e}")))?;
+                    delta.manager(None, Some(&m));
+                } else {
+                    let c: ChildRecord =
+                        serde_json::from_slice(&v).map_err(|e| self.corrupt(format!("child record: {e}")))?;
+                    delta.child(None, Some(&c));
+                }
+                n += 1;
+                pending += 1;
+                if pending == 10_000 {
+                    flush(std::mem::take(&mut delta), counts)?;
+                    pending = 0;
+                }
+            }
+            flush(delta, counts)?;
         }
-        Ok(c)
+        managers.insert(index::VERSION_KEY, index::VERSION).map_err(|e| self.sled(e))?;
+        db.flush().map_err(|e| self.sled(e))?;
+        if n > 0 {
+            tracing::info!(records = n, elapsed = ?started.elapsed(), "indexed the jobs of a store from an older quaerod (once)");
+        }
+        Ok(counters)
     }
 }
 
@@ -224,8 +265,8 @@ impl SledStore {
         // above it.
         let seq_reserved = o.counter(&meta, "seq")?;
         let mgr_reserved = o.counter(&meta, "manager")?;
-        let counters = Arc::new(Mutex::new(o.count_jobs(&managers, &children)?));
-        listener.stats_changed(counters.lock().expect("counters").stats);
+        let counters = Arc::new(Mutex::new(o.index(&db, &managers, &children)?));
+        listener.stats_changed(counters.lock().expect("counters").stats());
 
         let versions = Arc::new(Mutex::new(Versions::default()));
         let (tx, rx) = mpsc::channel(256);
@@ -331,7 +372,7 @@ impl Store for SledStore {
     }
 
     fn stats(&self) -> Stats {
-        self.counters.lock().expect("counters").stats
+        self.counters.lock().expect("counters").stats()
     }
 
     fn get_manager(&self, mgr: u64) -> Result<Option<ManagerRecord>> {
@@ -345,7 +386,7 @@ impl Store for SledStore {
 
     /// Every manager, newest first. `f` returns false to stop.
     fn for_each_manager_desc(&self, f: &mut dyn FnMut(ManagerRecord) -> bool) -> Result<()> {
-        for item in self.managers.iter().rev() {
+        for item in self.managers.range(..&[index::MARK][..]).rev() {
             let (_, v) = item?;
             let m: ManagerRecord = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
             if !f(m) {
@@ -353,6 +394,43 @@ impl Store for SledStore {
             }
         }
         Ok(())
+    }
+
+    fn list_managers(&self, q: &ManagerQuery) -> Result<ManagerPage> {
+        let plan = listing::plan(q, &self.counters.lock().expect("counters"));
+        listing::list(&self.managers, &plan, q)
+    }
+
+    fn count_managers(&self, q: &ManagerQuery) -> Result<u64> {
+        let plan = {
+            let counters = self.counters.lock().expect("counters");
+            let plan = listing::plan(q, &counters);
+            if let Some(n) = listing::counted(&plan, &counters) {
+                return Ok(n);
+            }
+            plan
+        };
+        listing::count(&self.managers, &plan, q)
+    }
+
+    fn run_definitions(&self) -> Result<Vec<String>> {
+        Ok(listing::run_definitions(&self.counters.lock().expect("counters")))
+    }
+
+    fn finished_before(&self, cutoff_ms: i64, limit: usize) -> Result<Vec<u64>> {
+        listing::finished_before(&self.managers, cutoff_ms, limit)
+    }
+
+    fn children_page(
+        &self,
+        mgr: u64,
+        step: u32,
+        statuses: &[quaero_shared::JobStatus],
+        after: Option<u32>,
+        offset: usize,
+        limit: usize,
+    ) -> Result<(Vec<ChildRecord>, bool)> {
+        listing::children_page(&self.children, (mgr, step), statuses, after, offset, limit)
     }
 
     fn get_child(&self, p: JobPath) -> Result<Option<ChildRecord>> {

@@ -7,13 +7,13 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use quaero_shared::{JobPath, JobStatus, Level, Originator};
+use quaero_shared::{JobPath, Level, Originator};
 use tokio::sync::{mpsc, oneshot};
 
+use super::index::{Counters, Delta};
 use super::keys::{block_key, child_key, manager_key};
 use super::{BLOCK_EVENTS, DeleteReply, SEQ_RESERVE, WriteOp};
 use crate::store::block;
-use crate::store::counters::{Counters, manager_statuses};
 use crate::store::versions::Versions;
 use crate::store::{ChildRecord, CommitListener, Committed, ManagerRecord, NewEvent, Result, StoreError};
 
@@ -244,7 +244,7 @@ impl Writer {
             }
         }
         self.apply_events(&mut b)?;
-        let diffs = self.apply_records(&b)?;
+        let moved = self.apply_records(&b)?;
         if !b.scopes.is_empty() || !b.managers.is_empty() || !b.children.is_empty() || !b.syncs.is_empty() {
             self.db.flush()?;
         }
@@ -254,7 +254,7 @@ impl Writer {
             m.ingest_batch_events.observe(total as f64);
             m.ingest_batch_seconds.observe(started.elapsed().as_secs_f64());
         }
-        self.count(diffs);
+        self.count(moved);
         self.announce(b);
         Ok(())
     }
@@ -323,47 +323,51 @@ impl Writer {
         trimmed
     }
 
-    /// Writes child and manager records; returns the status changes (stored before,
-    /// stored now) they make. A finished manager's counts and versions are forgotten.
-    fn apply_records(&mut self, b: &Batch) -> Result<Vec<(Option<JobStatus>, Option<JobStatus>)>> {
-        let mut diffs = Vec::new();
-        let mut child_batch = sled::Batch::default();
-        for (p, c) in &b.children {
-            let key = child_key(*p);
-            let old = self.children.get(key)?.and_then(|v| serde_json::from_slice::<ChildRecord>(&v).ok());
-            diffs.push((old.map(|o| o.status), Some(c.status)));
-            child_batch.insert(&key[..], serde_json::to_vec(c).expect("child record serialises"));
-        }
-        self.children.apply_batch(child_batch)?;
-        let mut mgr_batch = sled::Batch::default();
-        for (num, m) in &b.managers {
-            if m.status.is_terminal() {
-                self.forget(*num);
+    /// Writes child and manager records with their index keys and the counts they move
+    /// (each tree in one batch); returns the counts' new values (children's, managers').
+    /// A finished manager's counts and versions are forgotten.
+    fn apply_records(&mut self, b: &Batch) -> Result<Moved> {
+        let mut moved = Moved::default();
+        if !b.children.is_empty() {
+            let mut delta = Delta::default();
+            let mut batch = sled::Batch::default();
+            for (p, c) in &b.children {
+                let key = child_key(*p);
+                let old = self.children.get(key)?.and_then(|v| serde_json::from_slice::<ChildRecord>(&v).ok());
+                delta.child(old.as_ref(), Some(c));
+                batch.insert(&key[..], serde_json::to_vec(c).expect("child record serialises"));
             }
-            let key = manager_key(*num);
-            let old = self.managers.get(key)?.and_then(|v| serde_json::from_slice::<ManagerRecord>(&v).ok());
-            let old: Vec<JobStatus> = old.map(|o| manager_statuses(&o).collect()).unwrap_or_default();
-            let new: Vec<JobStatus> = manager_statuses(m).collect();
-            for i in 0..old.len().max(new.len()) {
-                diffs.push((old.get(i).copied(), new.get(i).copied()));
-            }
-            mgr_batch.insert(&key[..], serde_json::to_vec(m).expect("manager record serialises"));
+            moved.children = delta.write(&self.counters.lock().expect("counters").children, &mut batch);
+            self.children.apply_batch(batch)?;
         }
-        self.managers.apply_batch(mgr_batch)?;
-        Ok(diffs)
+        if !b.managers.is_empty() {
+            let mut delta = Delta::default();
+            let mut batch = sled::Batch::default();
+            for (num, m) in &b.managers {
+                if m.status.is_terminal() {
+                    self.forget(*num);
+                }
+                let key = manager_key(*num);
+                let old = self.managers.get(key)?.and_then(|v| serde_json::from_slice::<ManagerRecord>(&v).ok());
+                delta.manager(old.as_ref(), Some(m));
+                batch.insert(&key[..], serde_json::to_vec(m).expect("manager record serialises"));
+            }
+            moved.managers = delta.write(&self.counters.lock().expect("counters").managers, &mut batch);
+            self.managers.apply_batch(batch)?;
+        }
+        Ok(moved)
     }
 
-    /// Moves the job counts by status changes and tells the listener when they moved.
-    fn count(&mut self, diffs: Vec<(Option<JobStatus>, Option<JobStatus>)>) {
-        if diffs.is_empty() {
+    /// Sets the counts a commit moved and tells the listener the job counts changed.
+    fn count(&mut self, moved: Moved) {
+        if moved.children.is_empty() && moved.managers.is_empty() {
             return;
         }
         let stats = {
             let mut c = self.counters.lock().expect("counters");
-            for (old, new) in diffs {
-                c.replace(old, new);
-            }
-            c.stats
+            c.children.by_key.extend(moved.children);
+            c.managers.by_key.extend(moved.managers);
+            c.stats()
         };
         self.listener.stats_changed(stats);
     }
@@ -384,21 +388,28 @@ impl Writer {
         }
     }
 
-    /// Removes a manager, its children and its events; returns (jobs, events) removed.
+    /// Removes a manager, its children and its events with their index keys; returns
+    /// (jobs, events) removed.
     fn delete_manager(&mut self, mgr: u64) -> Result<(u64, u64)> {
         let Some(v) = self.managers.get(manager_key(mgr))? else {
             return Ok((0, 0));
         };
         let m: ManagerRecord = serde_json::from_slice(&v).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut gone: Vec<JobStatus> = super::manager_statuses(&m).collect();
+        let mut jobs = crate::store::counters::manager_statuses(&m).count() as u64;
+        let mut delta = Delta::default();
         let mut batch = sled::Batch::default();
         for kv in self.children.scan_prefix(manager_key(mgr)) {
             let (k, v) = kv?;
             if let Ok(c) = serde_json::from_slice::<ChildRecord>(&v) {
-                gone.push(c.status);
+                delta.child(Some(&c), None);
+                jobs += 1;
             }
             batch.remove(k);
         }
+        let mut moved = Moved {
+            children: delta.write(&self.counters.lock().expect("counters").children, &mut batch),
+            ..Default::default()
+        };
         self.children.apply_batch(batch)?;
         let mut batch = sled::Batch::default();
         let mut n_events = 0;
@@ -408,16 +419,21 @@ impl Writer {
             batch.remove(k);
         }
         self.events.apply_batch(batch)?;
-        self.managers.remove(manager_key(mgr))?;
+        let mut delta = Delta::default();
+        delta.manager(Some(&m), None);
+        let mut batch = sled::Batch::default();
+        batch.remove(&manager_key(mgr)[..]);
+        moved.managers = delta.write(&self.counters.lock().expect("counters").managers, &mut batch);
+        self.managers.apply_batch(batch)?;
         self.db.flush()?;
-        let stats = {
-            let mut c = self.counters.lock().expect("counters");
-            for st in &gone {
-                c.replace(Some(*st), None);
-            }
-            c.stats
-        };
-        self.listener.stats_changed(stats);
-        Ok((gone.len() as u64, n_events))
+        self.count(moved);
+        Ok((jobs, n_events))
     }
+}
+
+/// Count keys a commit set, with their new values, per tree.
+#[derive(Default)]
+struct Moved {
+    children: Vec<(Vec<u8>, u64)>,
+    managers: Vec<(Vec<u8>, u64)>,
 }

@@ -1,0 +1,289 @@
+//! Listings through the index ([`super::index`]): a query is driven by one dimension (the
+//! narrowest it names), read as one reverse range per (value, status) and merged newest
+//! first, so a page costs O(offset + limit) key reads and `limit` record decodes however
+//! long the history. Filters the driving dimension does not cover are checked on the
+//! record.
+
+use quaero_shared::JobStatus;
+
+use super::index::{self, Counters};
+use super::keys::{child_key, manager_key};
+use crate::store::{ChildRecord, ManagerPage, ManagerQuery, ManagerRecord, Result, StoreError};
+
+/// One index range, walked in one direction, with its next manager (or child) number.
+struct Stream {
+    iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>>,
+    head: Option<u64>,
+    /// Bytes of the number at the key's end (8 for managers, 4 for children).
+    width: usize,
+}
+
+impl Stream {
+    fn new(iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>>, width: usize) -> Result<Stream> {
+        let mut s = Stream { iter, head: None, width };
+        s.advance()?;
+        Ok(s)
+    }
+
+    fn advance(&mut self) -> Result<()> {
+        self.head = match self.iter.next() {
+            None => None,
+            Some(kv) => {
+                let (k, _) = kv?;
+                let tail = &k[k.len() - self.width..];
+                Some(if self.width == 8 {
+                    u64::from_be_bytes(tail.try_into().expect("8 bytes"))
+                } else {
+                    u32::from_be_bytes(tail.try_into().expect("4 bytes")) as u64
+                })
+            }
+        };
+        Ok(())
+    }
+}
+
+/// Several streams merged into one, in the same direction, without repeats.
+struct Merge {
+    streams: Vec<Stream>,
+    desc: bool,
+    last: Option<u64>,
+}
+
+impl Merge {
+    fn next(&mut self) -> Result<Option<u64>> {
+        loop {
+            let heads = self.streams.iter().enumerate().filter_map(|(i, s)| s.head.map(|h| (h, i)));
+            let best = if self.desc { heads.max() } else { heads.min() };
+            let Some((num, i)) = best else { return Ok(None) };
+            self.streams[i].advance()?;
+            if self.last == Some(num) {
+                continue;
+            }
+            self.last = Some(num);
+            return Ok(Some(num));
+        }
+    }
+}
+
+/// How a query is read: which (dimension, value) pairs drive it, and whether each
+/// candidate's record must be checked against the rest of the query.
+pub(super) struct Plan {
+    drivers: Vec<(u8, String)>,
+    statuses: Vec<JobStatus>,
+    check: bool,
+}
+
+/// Made under the counts' lock (search reads the names and ids there); the walk needs none.
+pub(super) fn plan(q: &ManagerQuery, counts: &Counters) -> Plan {
+    let statuses = if q.statuses.is_empty() { JobStatus::ALL.to_vec() } else { q.statuses.clone() };
+    let (drivers, covered) = match (&q.definition, &q.tag, &q.queue, &q.search) {
+        (Some(d), ..) if q.scheduled => (vec![(index::SCHEDULED, d.clone())], 2),
+        (Some(d), ..) => (vec![(index::DEF, d.clone())], 1),
+        (None, Some(t), ..) => (vec![(index::TAG, t.clone())], 1),
+        (None, None, Some(n), _) => (vec![(index::QUEUE, n.clone())], 1),
+        (None, None, None, Some(s)) => (search_drivers(s, counts), 1),
+        (None, None, None, None) => (vec![(index::ALL, String::new())], 0),
+    };
+    let given = [q.definition.is_some(), q.tag.is_some(), q.queue.is_some(), q.search.is_some(), q.scheduled]
+        .into_iter()
+        .filter(|g| *g)
+        .count();
+    Plan { drivers, statuses, check: given > covered }
+}
+
+/// The names and definition ids that contain `s` (case-insensitive), from the counts in
+/// memory: O(distinct names and definitions), no disk read.
+fn search_drivers(s: &str, counts: &Counters) -> Vec<(u8, String)> {
+    let needle = s.to_lowercase();
+    let mut out: Vec<(u8, String)> = Vec::new();
+    for dim in [index::DEF, index::NAME] {
+        let prefix = index::count_dim_prefix(dim);
+        for k in counts.managers.by_key.keys().filter(|k| k.starts_with(&prefix)) {
+            if let Some((value, _)) = index::parse_count_key(k)
+                && value.to_lowercase().contains(&needle)
+                && !out.iter().any(|(d, v)| *d == dim && *v == value)
+            {
+                out.push((dim, value));
+            }
+        }
+    }
+    out
+}
+
+/// Whether a record matches the query's filters (the status comes from the index).
+fn matches(q: &ManagerQuery, m: &ManagerRecord) -> bool {
+    q.definition.as_ref().is_none_or(|d| &m.definition_id == d)
+        && q.tag.as_ref().is_none_or(|t| m.definition.tags.contains(t))
+        && q.queue.as_ref().is_none_or(|n| m.definition.queue.as_deref().unwrap_or(index::DEFAULT_QUEUE) == n)
+        && q.search.as_ref().is_none_or(|s| {
+            let s = s.to_lowercase();
+            m.name.to_lowercase().contains(&s) || m.definition_id.to_lowercase().contains(&s)
+        })
+        && (!q.scheduled || m.schedule_ms.is_some())
+}
+
+fn merge(tree: &sled::Tree, p: &Plan, before: Option<u64>) -> Result<Merge> {
+    let mut streams = Vec::new();
+    for (dim, value) in &p.drivers {
+        for st in &p.statuses {
+            let prefix = index::list_prefix(*dim, value, *st);
+            let iter: Box<dyn Iterator<Item = _>> = match before {
+                None => Box::new(tree.scan_prefix(&prefix).rev()),
+                Some(b) => {
+                    let mut hi = prefix.clone();
+                    hi.extend_from_slice(&b.to_be_bytes());
+                    Box::new(tree.range(prefix..hi).rev())
+                }
+            };
+            streams.push(Stream::new(iter, 8)?);
+        }
+    }
+    Ok(Merge { streams, desc: true, last: None })
+}
+
+fn decode(v: &[u8], num: u64) -> Result<ManagerRecord> {
+    serde_json::from_slice(v).map_err(|e| StoreError::Corrupt(format!("manager m{num}: {e}")))
+}
+
+pub(super) fn list(tree: &sled::Tree, p: &Plan, q: &ManagerQuery) -> Result<ManagerPage> {
+    let mut m = merge(tree, p, q.before)?;
+    let mut page = ManagerPage::default();
+    let mut skipped = 0;
+    while let Some(num) = m.next()? {
+        let rec = if p.check || skipped >= q.offset {
+            // An index key whose record is gone would be a bug; the record wins.
+            let Some(v) = tree.get(manager_key(num))? else { continue };
+            let rec = decode(&v, num)?;
+            if p.check && !matches(q, &rec) {
+                continue;
+            }
+            Some(rec)
+        } else {
+            None
+        };
+        if skipped < q.offset {
+            skipped += 1;
+            continue;
+        }
+        if page.managers.len() >= q.limit {
+            page.more = true;
+            break;
+        }
+        page.managers.extend(rec);
+    }
+    Ok(page)
+}
+
+/// The count from the counts kept, when the plan allows (under the counts' lock).
+pub(super) fn counted(p: &Plan, counts: &Counters) -> Option<u64> {
+    let one_dim = p.drivers.iter().all(|(d, _)| *d == p.drivers.first().map_or(0, |f| f.0));
+    if p.check || !one_dim {
+        return None;
+    }
+    // Values of one dimension are disjoint: each manager is counted once.
+    let mut n = 0;
+    for (dim, value) in &p.drivers {
+        for st in &p.statuses {
+            n += counts.managers.get(&index::count_key(*dim, value, *st));
+        }
+    }
+    Some(n)
+}
+
+/// The count by walking the plan's index (when [`counted`] cannot say).
+pub(super) fn count(tree: &sled::Tree, p: &Plan, q: &ManagerQuery) -> Result<u64> {
+    let mut m = merge(tree, p, None)?;
+    let mut n = 0;
+    while let Some(num) = m.next()? {
+        if p.check {
+            let Some(v) = tree.get(manager_key(num))? else { continue };
+            if !matches(q, &decode(&v, num)?) {
+                continue;
+            }
+        }
+        n += 1;
+    }
+    Ok(n)
+}
+
+pub(super) fn run_definitions(counts: &Counters) -> Vec<String> {
+    let prefix = index::count_dim_prefix(index::DEF);
+    let mut ids: Vec<String> = counts
+        .managers
+        .by_key
+        .iter()
+        .filter(|(k, n)| k.starts_with(&prefix) && **n > 0)
+        .filter_map(|(k, _)| index::parse_count_key(k).map(|(v, _)| v))
+        .collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+pub(super) fn finished_before(tree: &sled::Tree, cutoff_ms: i64, limit: usize) -> Result<Vec<u64>> {
+    let (lo, hi) = index::finished_range(cutoff_ms);
+    let mut out = Vec::new();
+    for kv in tree.range(lo..hi).take(limit) {
+        let (k, _) = kv?;
+        out.push(index::mgr_of(&k));
+    }
+    Ok(out)
+}
+
+pub(super) fn children_page(
+    tree: &sled::Tree,
+    (mgr, step): (u64, u32),
+    statuses: &[JobStatus],
+    after: Option<u32>,
+    offset: usize,
+    limit: usize,
+) -> Result<(Vec<ChildRecord>, bool)> {
+    let from = after.map_or(0, |a| a as u64 + 1);
+    let mut out = Vec::new();
+    let mut more = false;
+    let decode_child = |v: &[u8]| -> Result<ChildRecord> {
+        serde_json::from_slice(v).map_err(|e| StoreError::Corrupt(format!("child of m{mgr} step {step}: {e}")))
+    };
+    if from > u32::MAX as u64 {
+        return Ok((out, false));
+    }
+    let first = |m: u64, s: u32, c: u32| child_key(quaero_shared::JobPath { manager: m, step: s, child: c });
+    if statuses.is_empty() {
+        let lo = first(mgr, step, from as u32);
+        let hi = first(mgr, step, u32::MAX);
+        for kv in tree.range(lo..=hi).skip(offset) {
+            let (_, v) = kv?;
+            if out.len() >= limit {
+                more = true;
+                break;
+            }
+            out.push(decode_child(&v)?);
+        }
+        return Ok((out, more));
+    }
+    let mut streams = Vec::new();
+    for st in statuses {
+        let prefix = index::child_prefix(mgr, step, *st);
+        let mut lo = prefix.to_vec();
+        lo.extend_from_slice(&(from as u32).to_be_bytes());
+        let mut hi = prefix.to_vec();
+        hi.extend_from_slice(&u32::MAX.to_be_bytes());
+        streams.push(Stream::new(Box::new(tree.range(lo..=hi)), 4)?);
+    }
+    let mut m = Merge { streams, desc: false, last: None };
+    let mut skipped = 0;
+    while let Some(child) = m.next()? {
+        if skipped < offset {
+            skipped += 1;
+            continue;
+        }
+        if out.len() >= limit {
+            more = true;
+            break;
+        }
+        if let Some(v) = tree.get(first(mgr, step, child as u32))? {
+            out.push(decode_child(&v)?);
+        }
+    }
+    Ok((out, more))
+}
