@@ -279,3 +279,65 @@ async fn a_disabled_definition_is_refused_until_enabled_also_across_a_restart_an
     assert_eq!((s, b["enabled"].clone()), (201, json!(true)), "{b}");
     assert_eq!(api.post("/api/job-definitions/made/execute", json!({})).await.0, 202);
 }
+
+/// Paging by cursor gives every manager once, newest first, with an exact total; `q` finds
+/// runs by a part of their name or definition id; both hold after a restart (the index and
+/// its counts are stored).
+#[tokio::test]
+async fn managers_page_by_cursor_and_are_found_by_name() {
+    let d = Daemon::builder()
+        .definition(
+            "nightly.toml",
+            &emit_definition("nightly-build", "count = 1")
+                .replace("name = \"nightly-build\"", "name = \"Nightly Build\""),
+        )
+        .definition("web.toml", &emit_definition("web", "count = 1"))
+        .start();
+    let mut d = d;
+    let api = Api::new(&d);
+    let mut started = Vec::new();
+    for i in 0..7 {
+        started.push(api.execute(if i % 3 == 0 { "web" } else { "nightly-build" }).await);
+    }
+    for m in &started {
+        assert_eq!(api.wait_terminal(m, 30).await, "completed");
+    }
+    let ids = |v: &Value| {
+        v["jobs"].as_array().unwrap().iter().map(|j| j["id"].as_str().unwrap().to_string()).collect::<Vec<_>>()
+    };
+    let newest_first: Vec<String> = started.iter().rev().cloned().collect();
+    for round in 0..2 {
+        if round == 1 {
+            assert!(d.stop().success());
+            d.restart();
+        }
+        let api = Api::new(&d);
+        let (mut paged, mut cursor) = (Vec::new(), String::new());
+        loop {
+            let (s, page) = api.get(&format!("/api/jobs?limit=3&cursor={cursor}")).await;
+            assert_eq!(s, 200, "{page}");
+            assert_eq!(page["total_count"], 7, "the total is of every match, on every page: {page}");
+            paged.extend(ids(&page));
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = c.to_string(),
+                None => break,
+            }
+        }
+        assert_eq!(paged, newest_first);
+
+        let (_, found) = api.get("/api/jobs?q=NIGHTLY%20b").await;
+        let nightly: Vec<String> =
+            newest_first.iter().filter(|m| !started[..].iter().step_by(3).any(|w| w == *m)).cloned().collect();
+        assert_eq!(ids(&found), nightly, "by name, ignoring case: {found}");
+        assert_eq!(found["total_count"], 4);
+        let (_, by_id) = api.get("/api/jobs?q=eb&status=completed").await;
+        assert_eq!(by_id["total_count"], 3, "by definition id: {by_id}");
+        let (_, none) = api.get("/api/jobs?q=nothing-like-it").await;
+        assert_eq!((none["total_count"].clone(), ids(&none).len()), (json!(0), 0));
+        let (_, stats) = api.get("/api/jobs/stats").await;
+        assert_eq!(stats["completed_jobs"], 14, "7 managers and their 7 steps: {stats}");
+    }
+    let (s, b) = Api::new(&d).get("/api/jobs?cursor=m12").await;
+    assert_eq!(s, 400);
+    assert!(b["error"].as_str().unwrap().starts_with("cursor:"), "{b}");
+}
