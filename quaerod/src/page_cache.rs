@@ -145,6 +145,7 @@ mod tests {
             limit: 100,
             order: quaero_shared::Order::Asc,
             after: None,
+            before: None,
             min_level: None,
         };
         PageKey { id: id.into(), query }

@@ -3,6 +3,7 @@
 //! from which both the OpenAPI document and the route that serves it are made.
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::Arc;
 
 use quaero_shared::{
@@ -10,8 +11,9 @@ use quaero_shared::{
     ExecuteResponse, Health, Job, JobDefinition, JobStatus, JobsList, Level, LogsResponse, Order, QueueInfo,
     QueuesList, RerunResponse, Stats,
 };
-use warp::Rejection;
 use warp::http::StatusCode;
+use warp::http::header::{CONTENT_TYPE, HeaderValue};
+use warp::{Rejection, Reply as _};
 
 use super::{ApiError, DEFAULT_JOBS_LIMIT, DEFAULT_LOG_LIMIT, MAX_JOBS_LIMIT, MAX_LOG_LIMIT, json, json_bytes, reject};
 use crate::engine::{Engine, JobsQuery, LogsRequest};
@@ -124,6 +126,8 @@ pub async fn get_job(id: String, eng: Arc<Engine>) -> Reply {
         ("limit" = Option<i64>, Query, minimum = 1, description = "default 1000; above 5000 is read as 5000"),
         ("order" = Option<Order>, Query, description = "without `after`: `desc` (default) newest first, `asc` the same events oldest first"),
         ("after" = Option<i64>, Query, minimum = 0, description = "follow: events with a greater seq, oldest first"),
+        ("before" = Option<i64>, Query, minimum = 0, description = "history: the newest `limit` events with a smaller seq (not with `after`)"),
+        ("format" = Option<String>, Query, pattern = "^(json|text)$", description = "`text`: the job's whole log, oldest first, one line per event, streamed (`limit`, `order`, `after` and `before` do not apply)"),
         ("level" = Option<String>, Query, pattern = "^(debug|info|warn|error|all)$", description = "minimum level, default all"),
     ),
     responses((status = 200, body = LogsResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
@@ -149,7 +153,25 @@ pub async fn logs(id: String, eng: Arc<Engine>, q: HashMap<String, String>) -> R
             return Err(ApiError::bad_request(format!("level: must be debug, info, warn, error or all, got {l:?}")));
         }
     };
-    let page = eng.logs_page(&id, LogsRequest { limit, order, after, min_level }).await.map_err(reject)?;
+    let before = match q.get("before") {
+        None => None,
+        Some(_) if after.is_some() => {
+            return Err(ApiError::bad_request("before: give after (to follow) or before (for history), not both"));
+        }
+        Some(v) => Some(non_negative("before", v)?),
+    };
+    match q.get("format").map(String::as_str) {
+        None | Some("json") => {}
+        Some("text") => {
+            let mut lines = eng.logs_text(&id, min_level).map_err(reject)?;
+            let body = futures_util::stream::poll_fn(move |cx| lines.poll_recv(cx).map(|b| b.map(Ok::<_, Infallible>)));
+            let mut res = warp::reply::stream(body).into_response();
+            res.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+            return Ok(res);
+        }
+        Some(f) => return Err(ApiError::bad_request(format!("format: must be json or text, got {f:?}"))),
+    }
+    let page = eng.logs_page(&id, LogsRequest { limit, order, after, before, min_level }).await.map_err(reject)?;
     Ok(json_bytes(StatusCode::OK, page))
 }
 

@@ -12,6 +12,9 @@ use crate::page_cache::PageKey;
 use crate::store::LogQuery;
 use crate::wire::LogsBody;
 
+/// Events per chunk of a log streamed as text.
+pub const TEXT_CHUNK: usize = 1000;
+
 /// `GET /api/jobs`, parsed.
 #[derive(Debug, Clone, Default)]
 pub struct JobsQuery {
@@ -40,6 +43,8 @@ pub struct LogsRequest {
     pub limit: usize,
     pub order: Order,
     pub after: Option<u64>,
+    /// Without `after`: the newest `limit` events older than this seq.
+    pub before: Option<u64>,
     /// `None`: every level.
     pub min_level: Option<Level>,
 }
@@ -73,7 +78,14 @@ impl Engine {
         let (path, m) = self.resolve(id)?;
         // Read before the page is: see page_cache for why that order makes sharing safe.
         let version = self.store.version(path);
-        let query = LogQuery { path, limit: req.limit, order: req.order, after: req.after, min_level: req.min_level };
+        let query = LogQuery {
+            path,
+            limit: req.limit,
+            order: req.order,
+            after: req.after,
+            before: req.before,
+            min_level: req.min_level,
+        };
         let key = PageKey { id: id.to_string(), query };
         let store = self.store.clone();
         let id = id.to_string();
@@ -90,6 +102,53 @@ impl Engine {
             .map_err(|e| EngineError::Internal(e.to_string()))?
         };
         self.pages.get_or_read(key, version, read).await
+    }
+
+    /// `GET /api/jobs/{id}/logs?format=text`: the job's whole log as it stands now, oldest
+    /// first, one line per event, in chunks of [`TEXT_CHUNK`] events read as the client
+    /// takes them (at most a few chunks in memory, however long the log).
+    pub fn logs_text(&self, id: &str, min_level: Option<Level>) -> Result<tokio::sync::mpsc::Receiver<Bytes>> {
+        let (path, _) = self.resolve(id)?;
+        let store = self.store.clone();
+        let (tx, rx) = tokio::sync::mpsc::channel(2);
+        tokio::task::spawn_blocking(move || {
+            let mut after = 0;
+            let mut until = None;
+            loop {
+                let q = LogQuery {
+                    path,
+                    limit: TEXT_CHUNK,
+                    order: Order::Asc,
+                    after: Some(after),
+                    before: None,
+                    min_level,
+                };
+                let page = match store.read_logs(&q) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        // The status line has gone: the client sees the text end with this.
+                        let _ = tx.blocking_send(Bytes::from(format!("error: reading the log failed: {e}\n")));
+                        return;
+                    }
+                };
+                // The log as it was at the first read: a job still writing does not keep
+                // the response open.
+                let until = *until.get_or_insert(page.last_seq);
+                let mut chunk = String::new();
+                for e in page.events.iter().filter(|e| e.seq <= until) {
+                    crate::wire::text_line(&mut chunk, path.manager, e);
+                }
+                let last = page.events.last().map(|e| e.seq);
+                if !chunk.is_empty() && tx.blocking_send(Bytes::from(chunk)).is_err() {
+                    return;
+                }
+                match last {
+                    Some(s) if s < until && page.events.len() == TEXT_CHUNK => after = s,
+                    _ => return,
+                }
+            }
+        });
+        Ok(rx)
     }
 
     /// `GET /metrics`: the Prometheus text, with the gauges read now.

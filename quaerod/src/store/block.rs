@@ -117,6 +117,8 @@ pub struct Filter {
     pub min_level: Option<Level>,
     /// Only records with `seq > after`.
     pub after: u64,
+    /// Only records with `seq < before`.
+    pub before: Option<u64>,
 }
 
 impl Filter {
@@ -124,6 +126,7 @@ impl Filter {
         (self.child == 0 || child_of(body) == self.child)
             && self.min_level.is_none_or(|l| level_of(body) >= l)
             && seq_of(body) > self.after
+            && self.before.is_none_or(|b| seq_of(body) < b)
     }
 }
 

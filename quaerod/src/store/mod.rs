@@ -153,6 +153,8 @@ pub struct LogQuery {
     pub limit: usize,
     pub order: Order,
     pub after: Option<u64>,
+    /// Without `after`: only events with a smaller seq (older history, page by page).
+    pub before: Option<u64>,
     pub min_level: Option<Level>,
 }
 

@@ -86,6 +86,12 @@ enum ReadKind {
         limit: usize,
         order: Order,
     },
+    /// `before` is picked among the seqs around the manager's events.
+    Before {
+        from: Index,
+        limit: usize,
+        order: Order,
+    },
     /// `after` is picked among the seqs around the manager's events.
     After {
         from: Index,
@@ -160,6 +166,8 @@ fn read_kind() -> impl Strategy<Value = ReadKind> {
         (limit(), prop_oneof![Just(Order::Desc), Just(Order::Asc)])
             .prop_map(|(limit, order)| ReadKind::Last { limit, order }),
         (any::<Index>(), limit()).prop_map(|(from, limit)| ReadKind::After { from, limit }),
+        (any::<Index>(), limit(), prop_oneof![Just(Order::Desc), Just(Order::Asc)])
+            .prop_map(|(from, limit, order)| ReadKind::Before { from, limit, order }),
     ]
 }
 
@@ -287,6 +295,7 @@ impl Model {
         let out = match q.after {
             Some(after) => kept.into_iter().filter(|e| e.seq > after).take(q.limit).collect(),
             None => {
+                let kept: Vec<RawEvent> = kept.into_iter().filter(|e| q.before.is_none_or(|b| e.seq < b)).collect();
                 let mut newest = kept[kept.len().saturating_sub(q.limit)..].to_vec();
                 if q.order == Order::Desc {
                     newest.reverse();
@@ -564,20 +573,41 @@ impl Harness {
             }
             for path in m.scopes() {
                 for min_level in [None, Some(Level::Warn)] {
-                    let all = LogQuery { path, limit: 1_000_000, order: Order::Asc, after: None, min_level };
+                    let all =
+                        LogQuery { path, limit: 1_000_000, order: Order::Asc, after: None, before: None, min_level };
                     reads.push(all);
                     // Following the scope page by page gives every event exactly once.
                     let n = self.model.expect(&all).0.len();
                     let page = if n <= 200 { 7 } else { n / 13 + 1 };
                     let mut after = 0;
                     loop {
-                        let q = LogQuery { path, limit: page, order: Order::Desc, after: Some(after), min_level };
+                        let q = LogQuery {
+                            path,
+                            limit: page,
+                            order: Order::Desc,
+                            after: Some(after),
+                            before: None,
+                            min_level,
+                        };
                         let got = self.store().read_logs(&q).expect("read_logs");
                         let (want, last_seq) = self.model.expect(&q);
                         prop_assert_eq!(&got.events, &want, "page of {:?}", q);
                         prop_assert_eq!(got.last_seq, last_seq, "last_seq of {:?}", q);
                         match got.events.last() {
                             Some(e) => after = e.seq,
+                            None => break,
+                        }
+                    }
+                    // And backwards, page by page with `before`, to the first event.
+                    let mut before = None;
+                    loop {
+                        let q = LogQuery { path, limit: page, order: Order::Desc, after: None, before, min_level };
+                        let got = self.store().read_logs(&q).expect("read_logs");
+                        let (want, last_seq) = self.model.expect(&q);
+                        prop_assert_eq!(&got.events, &want, "page of {:?}", q);
+                        prop_assert_eq!(got.last_seq, last_seq, "last_seq of {:?}", q);
+                        match got.events.last() {
+                            Some(e) => before = Some(e.seq),
                             None => break,
                         }
                     }
@@ -704,7 +734,9 @@ impl Harness {
                     }
                 };
                 let q = match kind {
-                    ReadKind::Last { limit, order } => LogQuery { path, limit, order, after: None, min_level: level },
+                    ReadKind::Last { limit, order } => {
+                        LogQuery { path, limit, order, after: None, before: None, min_level: level }
+                    }
                     ReadKind::After { from, limit } => {
                         // Around every event of the manager: before, at and after it.
                         let mut around = vec![0, self.model.last_seq + 10];
@@ -713,7 +745,16 @@ impl Harness {
                             around.extend([s - 1, s, s + 1]);
                         }
                         let after = around[from.index(around.len())];
-                        LogQuery { path, limit, order: Order::Asc, after: Some(after), min_level: level }
+                        LogQuery { path, limit, order: Order::Asc, after: Some(after), before: None, min_level: level }
+                    }
+                    ReadKind::Before { from, limit, order } => {
+                        let mut around = vec![0, 1, self.model.last_seq + 10];
+                        for e in m.map(|m| m.events.as_slice()).unwrap_or_default() {
+                            let s = e.raw().seq;
+                            around.extend([s - 1, s, s + 1]);
+                        }
+                        let before = around[from.index(around.len())];
+                        LogQuery { path, limit, order, after: None, before: Some(before), min_level: level }
                     }
                 };
                 self.check_read(q)?;

@@ -65,7 +65,15 @@ impl Cursor {
 /// may hold `after + 1` when reading forward.
 fn cursor(events: &sled::Tree, mgr: u64, from_step: u32, to_step: u32, desc: bool, filter: Filter) -> Result<Cursor> {
     let lo = block_key(mgr, from_step, 0);
-    let hi = block_key(mgr, to_step, u64::MAX);
+    let mut hi = block_key(mgr, to_step, u64::MAX).to_vec();
+    if desc && let Some(before) = filter.before {
+        // Backwards from the last block that may hold `before - 1`: the blocks after it
+        // hold only later seqs, and are not read.
+        match forward_start(events, mgr, from_step, to_step, before.saturating_sub(2))? {
+            Some(k) if before > 1 => hi = k,
+            _ => hi = lo.to_vec(),
+        }
+    }
     let mut start = lo.to_vec();
     if !desc
         && filter.after > 0
@@ -74,7 +82,7 @@ fn cursor(events: &sled::Tree, mgr: u64, from_step: u32, to_step: u32, desc: boo
         start = k;
     }
     Ok(Cursor {
-        iter: Box::new(events.range(start..=hi.to_vec())),
+        iter: Box::new(events.range(start..=hi)),
         desc,
         filter,
         block: sled::IVec::default(),
@@ -113,7 +121,8 @@ fn forward_start(events: &sled::Tree, mgr: u64, from_step: u32, to_step: u32, af
 pub(super) fn read(events: &sled::Tree, q: &LogQuery) -> Result<LogPage> {
     let p = q.path;
     let desc = q.after.is_none();
-    let filter = Filter { child: p.child, min_level: q.min_level, after: q.after.unwrap_or(0) };
+    let before = if q.after.is_none() { q.before } else { None };
+    let filter = Filter { child: p.child, min_level: q.min_level, after: q.after.unwrap_or(0), before };
     // Manager scope: its own (step 0) blocks merged with its steps' chain.
     let mut cursors = if p.step == 0 {
         vec![cursor(events, p.manager, 0, 0, desc, filter)?, cursor(events, p.manager, 1, u32::MAX, desc, filter)?]
@@ -137,7 +146,7 @@ pub(super) fn read(events: &sled::Tree, q: &LogQuery) -> Result<LogPage> {
         let Some((i, _)) = pick else { break };
         out.push(cursors[i].next()?.expect("peeked"));
     }
-    let last_seq = if desc && q.min_level.is_none() {
+    let last_seq = if desc && q.min_level.is_none() && before.is_none() {
         out.first().map(|e| e.seq).unwrap_or(0)
     } else {
         scope_last_seq(events, p)?
