@@ -782,6 +782,16 @@ pub struct DeleteResponse {
     pub deleted_events: u64,
 }
 
+/// `DELETE /api/jobs?…`: accepted; the runs are deleted in the background, in batches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct BulkDeleteResponse {
+    /// Finished managers that matched and are being deleted (with their steps, children
+    /// and events).
+    pub count: u64,
+    pub message: String,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RerunResponse {

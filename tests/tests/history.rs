@@ -70,3 +70,54 @@ async fn older_pages_by_before_and_the_whole_log_as_text() {
     let first = &manager_events[0];
     assert!(lines[0].ends_with(first["message"].as_str().unwrap()), "{} vs {first}", lines[0]);
 }
+
+/// `DELETE /api/jobs?status=failed` deletes every failed run (and only those), answering
+/// at once with how many; a filter that names a running status or a bad time is a 400.
+#[tokio::test]
+async fn bulk_delete_by_status_and_finish_time() {
+    let fails = "id = \"fails\"\n[[steps]]\nname = \"x\"\ntype = \"command\"\n[steps.config]\nrun = \"exit 3\"\n";
+    let d = Daemon::builder()
+        .definition("fails.toml", fails)
+        .definition("ok.toml", &quaero_tests::emit_definition("ok", "count = 3"))
+        .start();
+    let api = Api::new(&d);
+    let mut runs = Vec::new();
+    for i in 0..9 {
+        runs.push(api.execute(if i % 3 == 0 { "ok" } else { "fails" }).await);
+    }
+    for m in &runs {
+        api.wait_terminal(m, 30).await;
+    }
+    let (_, before) = api.get("/api/jobs/stats").await;
+
+    let (s, b) = api.delete("/api/jobs?status=failed&finished_before=2000-01-01T00:00:00Z").await;
+    assert_eq!((s, b["count"].clone()), (202, serde_json::json!(0)), "nothing finished in 2000: {b}");
+    let (s, b) = api.delete("/api/jobs?status=running").await;
+    assert_eq!(s, 400);
+    assert!(b["error"].as_str().unwrap().starts_with("status:"), "{b}");
+    let (s, b) = api.delete("/api/jobs?finished_before=yesterday").await;
+    assert_eq!(s, 400);
+    assert!(b["error"].as_str().unwrap().starts_with("finished_before:"), "{b}");
+
+    let (s, b) = api.delete("/api/jobs?status=failed&finished_before=2100-01-01T00:00:00Z").await;
+    assert_eq!((s, b["count"].clone()), (202, serde_json::json!(6)), "{b}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (_, failed) = api.get("/api/jobs?status=failed").await;
+        if failed["total_count"] == 0 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "failed runs still listed: {failed}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (_, left) = api.get("/api/jobs").await;
+    assert_eq!(left["total_count"], 3, "the completed runs stay: {left}");
+    for m in runs.iter().step_by(3) {
+        assert_eq!(api.get(&format!("/api/jobs/{m}")).await.0, 200);
+    }
+    let (_, after) = api.get("/api/jobs/stats").await;
+    assert_eq!(after["failed_jobs"], 0, "{after}");
+    assert_eq!(after["completed_jobs"], before["completed_jobs"], "{after}");
+    let (s, _) = api.get(&format!("/api/jobs/{}/logs", runs[1])).await;
+    assert_eq!(s, 404, "a deleted run's events are gone with it");
+}

@@ -424,6 +424,11 @@ fn delete_job(c: &Ctx) -> BoxedFilter<(warp::reply::Response,)> {
     endpoint1::<handlers::__path_delete_job>().and(c.mutation()).and_then(handlers::delete_job).boxed()
 }
 
+/// DELETE /api/jobs
+fn delete_jobs(c: &Ctx) -> BoxedFilter<(warp::reply::Response,)> {
+    endpoint0::<handlers::__path_delete_jobs>().and(c.mutation()).and(query()).and_then(handlers::delete_jobs).boxed()
+}
+
 /// POST /api/jobs/{job_id}/rerun
 fn rerun(c: &Ctx) -> BoxedFilter<(warp::reply::Response,)> {
     endpoint1::<handlers::__path_rerun>().and(c.mutation()).and_then(handlers::rerun).boxed()
@@ -503,6 +508,8 @@ pub fn api(engine: Arc<Engine>, token: Option<Arc<str>>) -> BoxedFilter<(warp::r
         .or(cancel(&c))
         .unify()
         .or(delete_job(&c))
+        .unify()
+        .or(delete_jobs(&c))
         .unify()
         .or(rerun(&c))
         .unify()

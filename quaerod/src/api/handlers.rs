@@ -7,9 +7,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use quaero_shared::{
-    CancelResponse, DefinitionDeleted, DefinitionInfo, DefinitionsList, DeleteResponse, ErrorBody, ExecuteRequest,
-    ExecuteResponse, Health, Job, JobDefinition, JobStatus, JobsList, Level, LogsResponse, Order, QueueInfo,
-    QueuesList, RerunResponse, Stats,
+    BulkDeleteResponse, CancelResponse, DefinitionDeleted, DefinitionInfo, DefinitionsList, DeleteResponse, ErrorBody,
+    ExecuteRequest, ExecuteResponse, Health, Job, JobDefinition, JobStatus, JobsList, Level, LogsResponse, Order,
+    QueueInfo, QueuesList, RerunResponse, Stats,
 };
 use warp::http::StatusCode;
 use warp::http::header::{CONTENT_TYPE, HeaderValue};
@@ -81,16 +81,7 @@ pub async fn list_jobs(eng: Arc<Engine>, q: HashMap<String, String>) -> Reply {
         None => 0,
         Some(v) => non_negative("offset", v)? as usize,
     };
-    let mut statuses = Vec::new();
-    if let Some(s) = q.get("status").filter(|s| !s.is_empty()) {
-        for part in s.split(',') {
-            statuses.push(part.parse::<JobStatus>().map_err(|_| {
-                ApiError::bad_request(format!(
-                    "status: {part:?} is not one of pending, running, completed, failed, cancelled"
-                ))
-            })?);
-        }
-    }
+    let statuses = parse_statuses(&q)?;
     let query = JobsQuery {
         parent: q.get("parent_id").cloned(),
         statuses,
@@ -195,6 +186,57 @@ pub async fn cancel(id: String, eng: Arc<Engine>) -> Reply {
 pub async fn delete_job(id: String, eng: Arc<Engine>) -> Reply {
     let (deleted_jobs, deleted_events) = eng.delete(&id).await.map_err(reject)?;
     Ok(json(StatusCode::OK, &DeleteResponse { job_id: id, deleted_jobs, deleted_events }))
+}
+
+/// Deletes every finished run that matches, in the background (in batches that leave
+/// ingest room); answers at once with how many matched.
+#[utoipa::path(delete, path = "/api/jobs", tag = "jobs", security(("bearer" = []), ()),
+    params(
+        ("status" = Option<String>, Query, pattern = r"^((completed|failed|cancelled)(,(completed|failed|cancelled))*)?$",
+            description = "comma-separated finished statuses; absent: every finished run"),
+        ("finished_before" = Option<String>, Query, description = "only runs that finished before this time (RFC 3339)"),
+        ("definition" = Option<String>, Query, description = "only runs of this definition id"),
+        ("tag" = Option<String>, Query, description = "only runs of definitions with this tag"),
+        ("queue" = Option<String>, Query, description = "only runs on this named queue"),
+        ("q" = Option<String>, Query, description = "only managers whose name or definition id contains this, ignoring case"),
+    ),
+    responses((status = 202, body = BulkDeleteResponse), (status = 400, description = "a bad filter, naming it", body = ErrorBody),
+        (status = 401, body = ErrorBody)))]
+pub async fn delete_jobs(eng: Arc<Engine>, q: HashMap<String, String>) -> Reply {
+    let statuses = parse_statuses(&q)?;
+    let finished_before = match q.get("finished_before").filter(|s| !s.is_empty()) {
+        None => None,
+        Some(t) => Some(crate::time::parse_rfc3339_ms(t).ok_or_else(|| {
+            ApiError::bad_request(format!("finished_before: {t:?} is not an RFC 3339 time (2026-11-30T12:00:00Z)"))
+        })?),
+    };
+    let query = crate::store::ManagerQuery {
+        statuses,
+        definition: q.get("definition").filter(|d| !d.is_empty()).cloned(),
+        tag: q.get("tag").filter(|t| !t.is_empty()).cloned(),
+        queue: q.get("queue").filter(|t| !t.is_empty()).cloned(),
+        search: q.get("q").map(|s| s.trim()).filter(|s| !s.is_empty()).map(str::to_string),
+        finished_before,
+        ..Default::default()
+    };
+    let count = eng.delete_matching(query).await.map_err(reject)?;
+    let message = format!("deleting {count} finished runs with their steps, children and events");
+    Ok(json(StatusCode::ACCEPTED, &BulkDeleteResponse { count, message }))
+}
+
+/// `status`: comma-separated statuses (empty or absent: none given).
+fn parse_statuses(q: &HashMap<String, String>) -> Result<Vec<JobStatus>, Rejection> {
+    let mut statuses = Vec::new();
+    if let Some(s) = q.get("status").filter(|s| !s.is_empty()) {
+        for part in s.split(',') {
+            statuses.push(part.parse::<JobStatus>().map_err(|_| {
+                ApiError::bad_request(format!(
+                    "status: {part:?} is not one of pending, running, completed, failed, cancelled"
+                ))
+            })?);
+        }
+    }
+    Ok(statuses)
 }
 
 /// Runs a manager's definition (as stored with it) again as a new manager.

@@ -27,6 +27,7 @@ use super::handlers;
         handlers::logs,
         handlers::cancel,
         handlers::delete_job,
+        handlers::delete_jobs,
         handlers::rerun,
         handlers::list_definitions,
         handlers::put_definition,

@@ -51,6 +51,8 @@ pub enum EngineError {
 
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;
 
+/// Deletes sent to the store together by a bulk delete: they share one flush.
+pub const BULK_BATCH: usize = 100;
 /// Why a manager's token was cancelled.
 #[derive(Debug, Clone, PartialEq)]
 pub enum StopReason {
@@ -768,6 +770,7 @@ impl Engine {
                     queue: q.queue.clone(),
                     search: q.search.clone(),
                     scheduled: false,
+                    finished_before: None,
                     before: q.cursor,
                     offset: q.offset,
                     limit: q.limit,
@@ -867,6 +870,57 @@ impl Engine {
         let deleted = self.store.delete_manager(path.manager).await?;
         self.forget_run(&m.definition_id, m.num);
         Ok(deleted)
+    }
+
+    /// Deletes every finished manager `q` matches, in the background, in batches of
+    /// [`BULK_BATCH`] deletes that share one flush, so that ingest goes on between them.
+    /// Returns how many matched (runs still live are left out).
+    pub async fn delete_matching(self: &Arc<Self>, mut q: ManagerQuery) -> Result<u64> {
+        let terminal: Vec<JobStatus> = JobStatus::ALL.into_iter().filter(|s| s.is_terminal()).collect();
+        if q.statuses.is_empty() {
+            q.statuses = terminal;
+        } else if let Some(s) = q.statuses.iter().find(|s| !s.is_terminal()) {
+            return Err(EngineError::Invalid(format!(
+                "status: only finished runs (completed, failed, cancelled) can be deleted, not {s}"
+            )));
+        }
+        q.offset = 0;
+        q.limit = usize::MAX;
+        let store = self.store.clone();
+        let nums = tokio::task::spawn_blocking(move || store.manager_nums(&q))
+            .await
+            .map_err(|e| EngineError::Internal(e.to_string()))??;
+        let nums: Vec<u64> = nums.into_iter().filter(|n| self.live(*n).is_none()).collect();
+        let count = nums.len() as u64;
+        let eng = self.clone();
+        self.tasks.spawn(async move {
+            let started = std::time::Instant::now();
+            let (mut managers, mut jobs, mut events) = (0u64, 0u64, 0u64);
+            for batch in nums.chunks(BULK_BATCH) {
+                let deletes = batch.iter().map(|n| async {
+                    let def = eng.store.get_manager(*n).ok().flatten().map(|m| m.definition_id);
+                    (*n, def, eng.store.delete_manager(*n).await)
+                });
+                for (num, def, result) in futures_util::future::join_all(deletes).await {
+                    match result {
+                        Ok((j, e)) => {
+                            if let Some(d) = def {
+                                eng.forget_run(&d, num);
+                            }
+                            managers += u64::from(j > 0);
+                            (jobs, events) = (jobs + j, events + e);
+                        }
+                        Err(e) => {
+                            tracing::error!(manager = %JobPath::manager(num), error = %e, "bulk delete: a delete failed; stopping");
+                            return;
+                        }
+                    }
+                }
+                tokio::task::yield_now().await;
+            }
+            tracing::info!(managers, jobs, events, elapsed = ?started.elapsed(), "bulk delete: done");
+        });
+        Ok(count)
     }
 
     /// A run started or changed status: its definition's last run, if it is the newest.

@@ -123,6 +123,8 @@ pub struct ManagerQuery {
     pub search: Option<String>,
     /// Only runs the schedule started.
     pub scheduled: bool,
+    /// Only runs that finished before this (ms since the epoch).
+    pub finished_before: Option<i64>,
     /// Keyset cursor: only managers numbered below this.
     pub before: Option<u64>,
     pub offset: usize,
@@ -223,6 +225,9 @@ pub trait Store: Send + Sync {
     /// kept as the writer commits when `q` filters by status and at most one of definition,
     /// tag, queue or search; else by walking the narrowest index.
     fn count_managers(&self, q: &ManagerQuery) -> Result<u64>;
+    /// The numbers of the managers `q` matches, newest first (its offset and limit apply):
+    /// no record is read unless a filter needs it.
+    fn manager_nums(&self, q: &ManagerQuery) -> Result<Vec<u64>>;
     /// Definition ids that have stored runs.
     fn run_definitions(&self) -> Result<Vec<String>>;
     /// Finished managers that finished before `cutoff_ms`, oldest finish first, at most

@@ -404,6 +404,8 @@ fn manager_queries() -> Vec<ManagerQuery> {
         out.push(ManagerQuery { search: Some("run 1".into()), ..base.clone() });
         out.push(ManagerQuery { search: Some("R".into()), ..base.clone() });
         out.push(ManagerQuery { search: Some("nothing".into()), ..base.clone() });
+        out.push(ManagerQuery { finished_before: Some(975), ..base.clone() });
+        out.push(ManagerQuery { finished_before: Some(990), tag: Some("t1".into()), ..base.clone() });
     }
     out
 }
@@ -419,6 +421,7 @@ fn model_matches(q: &ManagerQuery, m: &ManagerRecord) -> bool {
             m.name.to_lowercase().contains(&s) || m.definition_id.to_lowercase().contains(&s)
         })
         && (!q.scheduled || m.schedule_ms.is_some())
+        && q.finished_before.is_none_or(|t| m.status.is_terminal() && m.finished_ms.is_some_and(|f| f < t))
 }
 
 impl Harness {
@@ -516,6 +519,8 @@ impl Harness {
             }
             prop_assert_eq!(by_cursor.iter().collect::<Vec<_>>(), expect.clone(), "by cursor: {:?}", q);
             prop_assert_eq!(by_offset.iter().collect::<Vec<_>>(), expect.clone(), "by offset: {:?}", q);
+            let nums = self.store().manager_nums(&ManagerQuery { limit: usize::MAX, ..q.clone() }).expect("nums");
+            prop_assert_eq!(nums, expect.iter().map(|m| m.num).collect::<Vec<_>>(), "numbers of {:?}", q);
         }
         let mut defs: Vec<String> = want.iter().map(|m| m.definition_id.clone()).collect();
         defs.sort();

@@ -84,10 +84,17 @@ pub(super) fn plan(q: &ManagerQuery, counts: &Counters) -> Plan {
         (None, None, None, Some(s)) => (search_drivers(s, counts), 1),
         (None, None, None, None) => (vec![(index::ALL, String::new())], 0),
     };
-    let given = [q.definition.is_some(), q.tag.is_some(), q.queue.is_some(), q.search.is_some(), q.scheduled]
-        .into_iter()
-        .filter(|g| *g)
-        .count();
+    let given = [
+        q.definition.is_some(),
+        q.tag.is_some(),
+        q.queue.is_some(),
+        q.search.is_some(),
+        q.scheduled,
+        q.finished_before.is_some(),
+    ]
+    .into_iter()
+    .filter(|g| *g)
+    .count();
     Plan { drivers, statuses, check: given > covered }
 }
 
@@ -120,6 +127,7 @@ fn matches(q: &ManagerQuery, m: &ManagerRecord) -> bool {
             m.name.to_lowercase().contains(&s) || m.definition_id.to_lowercase().contains(&s)
         })
         && (!q.scheduled || m.schedule_ms.is_some())
+        && q.finished_before.is_none_or(|t| m.status.is_terminal() && m.finished_ms.is_some_and(|f| f < t))
 }
 
 fn merge(tree: &sled::Tree, p: &Plan, before: Option<u64>) -> Result<Merge> {
@@ -172,6 +180,29 @@ pub(super) fn list(tree: &sled::Tree, p: &Plan, q: &ManagerQuery) -> Result<Mana
         page.managers.extend(rec);
     }
     Ok(page)
+}
+
+/// The numbers of the managers a query matches (records read only to check filters).
+pub(super) fn nums(tree: &sled::Tree, p: &Plan, q: &ManagerQuery) -> Result<Vec<u64>> {
+    let mut m = merge(tree, p, q.before)?;
+    let mut out = Vec::new();
+    let mut skipped = 0;
+    while out.len() < q.limit
+        && let Some(num) = m.next()?
+    {
+        if p.check {
+            let Some(v) = tree.get(manager_key(num))? else { continue };
+            if !matches(q, &decode(&v, num)?) {
+                continue;
+            }
+        }
+        if skipped < q.offset {
+            skipped += 1;
+            continue;
+        }
+        out.push(num);
+    }
+    Ok(out)
 }
 
 /// The count from the counts kept, when the plan allows (under the counts' lock).

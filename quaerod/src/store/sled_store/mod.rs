@@ -413,6 +413,11 @@ impl Store for SledStore {
         listing::count(&self.managers, &plan, q)
     }
 
+    fn manager_nums(&self, q: &ManagerQuery) -> Result<Vec<u64>> {
+        let plan = listing::plan(q, &self.counters.lock().expect("counters"));
+        listing::nums(&self.managers, &plan, q)
+    }
+
     fn run_definitions(&self) -> Result<Vec<String>> {
         Ok(listing::run_definitions(&self.counters.lock().expect("counters")))
     }

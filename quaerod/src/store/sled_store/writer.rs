@@ -379,9 +379,22 @@ impl Writer {
             let scopes: Vec<(JobPath, u64)> = b.scopes.into_iter().collect();
             self.listener.committed(&Committed { scopes: &scopes, last_seq: self.next_seq - 1, events: &b.pushed });
         }
-        for (mgr, reply) in b.deletes {
-            self.forget(mgr);
-            let _ = reply.send(self.delete_manager(mgr));
+        // The deletes of a batch share one flush (a bulk delete sends many at once).
+        let done: Vec<_> = b
+            .deletes
+            .into_iter()
+            .map(|(mgr, reply)| {
+                self.forget(mgr);
+                (self.delete_manager(mgr), reply)
+            })
+            .collect();
+        let flushed = if done.is_empty() { Ok(0) } else { self.db.flush() };
+        for (result, reply) in done {
+            let result = match (&flushed, result) {
+                (Err(e), Ok(_)) => Err(StoreError::Backend(e.to_string().into())),
+                (_, r) => r,
+            };
+            let _ = reply.send(result);
         }
         for s in b.syncs {
             let _ = s.send(());
@@ -425,7 +438,6 @@ impl Writer {
         batch.remove(&manager_key(mgr)[..]);
         moved.managers = delta.write(&self.counters.lock().expect("counters").managers, &mut batch);
         self.managers.apply_batch(batch)?;
-        self.db.flush()?;
         self.count(moved);
         Ok((jobs, n_events))
     }
