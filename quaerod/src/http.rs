@@ -17,7 +17,9 @@
 //!   [`MAX_LINGERING`] sockets linger at once (their descriptors are kept out of the
 //!   budget); past that, and for connections shed to make room, the socket closes at once.
 //!
-//! WebSocket connections leave the budget when they upgrade (the `/ws` handler owns them).
+//! WebSocket connections stay in the budget once upgraded: `/ws` gets the upgrade with the
+//! connection's place in the budget ([`WsUpgrade`]), and a WebSocket idle the longest
+//! (nothing sent to it) is shed like any idle connection; its client reconnects.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -148,6 +150,42 @@ impl Drop for Registered {
     }
 }
 
+/// What `/ws` needs to take over its connection: hyper's upgrade (taken out of the request
+/// here, so that the WebSocket is made with our buffer sizes, not warp's defaults) and the
+/// connection's place in the budget, kept for as long as the WebSocket lives.
+#[derive(Clone)]
+pub struct WsUpgrade {
+    upgrade: Arc<Mutex<Option<hyper::upgrade::OnUpgrade>>>,
+    conn: Arc<Conn>,
+    registered: Arc<Registered>,
+}
+
+impl WsUpgrade {
+    /// The upgrade (once), and the budget entry to hold while the WebSocket lives.
+    pub fn take(&self) -> Option<(hyper::upgrade::OnUpgrade, WsPlace)> {
+        let on = self.upgrade.lock().expect("upgrade").take()?;
+        Some((on, WsPlace { conn: self.conn.clone(), _registered: self.registered.clone() }))
+    }
+}
+
+/// A WebSocket's place in the connection budget.
+pub struct WsPlace {
+    conn: Arc<Conn>,
+    _registered: Arc<Registered>,
+}
+
+impl WsPlace {
+    /// Something was sent to the client: it is not idle.
+    pub fn active(&self) {
+        *self.conn.idle_since.lock().expect("idle") = Instant::now();
+    }
+
+    /// Resolves when the budget sheds this connection to make room.
+    pub async fn shed(&self) {
+        self.conn.close.cancelled().await
+    }
+}
+
 /// Marks a request in progress on its connection for as long as it lives.
 struct Busy(Arc<Conn>);
 
@@ -171,20 +209,26 @@ impl Drop for Busy {
 struct Tracked<S, B> {
     inner: S,
     conn: Arc<Conn>,
+    registered: Arc<Registered>,
     body: std::marker::PhantomData<fn() -> B>,
 }
 
 impl<S: Clone, B> Clone for Tracked<S, B> {
     fn clone(&self) -> Self {
-        Tracked { inner: self.inner.clone(), conn: self.conn.clone(), body: std::marker::PhantomData }
+        Tracked {
+            inner: self.inner.clone(),
+            conn: self.conn.clone(),
+            registered: self.registered.clone(),
+            body: std::marker::PhantomData,
+        }
     }
 }
 
 type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
-impl<S, R, B> hyper::service::Service<R> for Tracked<S, B>
+impl<S, B> hyper::service::Service<warp::http::Request<hyper::body::Incoming>> for Tracked<S, B>
 where
-    S: hyper::service::Service<R, Response = warp::http::Response<B>>,
+    S: hyper::service::Service<warp::http::Request<hyper::body::Incoming>, Response = warp::http::Response<B>>,
     S::Future: Send + 'static,
     B: hyper::body::Body + Send + 'static,
 {
@@ -192,7 +236,17 @@ where
     type Error = S::Error;
     type Future = BoxFuture<Result<Self::Response, S::Error>>;
 
-    fn call(&self, req: R) -> Self::Future {
+    fn call(&self, mut req: warp::http::Request<hyper::body::Incoming>) -> Self::Future {
+        if req.uri().path() == "/ws"
+            && let Some(on) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>()
+        {
+            let up = WsUpgrade {
+                upgrade: Arc::new(Mutex::new(Some(on))),
+                conn: self.conn.clone(),
+                registered: self.registered.clone(),
+            };
+            req.extensions_mut().insert(up);
+        }
         let busy = Busy::new(&self.conn);
         let fut = self.inner.call(req);
         Box::pin(async move { Ok(fut.await?.map(|body| TrackedBody { inner: Box::pin(body), _busy: busy })) })
@@ -383,8 +437,10 @@ where
         let limit = budget();
         while conns.len() >= limit && conns.shed_one() {}
         let (conn, registered) = conns.add();
+        let registered = Arc::new(registered);
         let svc = TowerToHyperService::new(warp::service(filter.clone()));
-        let svc = Tracked { inner: svc, conn: conn.clone(), body: std::marker::PhantomData };
+        let svc =
+            Tracked { inner: svc, conn: conn.clone(), registered: registered.clone(), body: std::marker::PhantomData };
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let _registered = registered;

@@ -7,13 +7,31 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
 use quaero_shared::{ClientMessage, Hello, JobPath, ServerMessage};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{Message, handshake::derive_accept_key};
 use warp::http::StatusCode;
-use warp::ws::{Message, WebSocket};
 use warp::{Filter, Rejection, Reply};
 
 use crate::aggregator::{Aggregator, OutMsg, Outbox};
 use crate::api::ApiError;
+use crate::http::{WsPlace, WsUpgrade};
+
+type WebSocket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Buffers sized for our messages (a subscribe in, triggers of a few hundred bytes out):
+/// tungstenite's defaults (128 KiB each way, the read one allocated up front) made each
+/// idle client cost ~133 KB. The read buffer grows past this for a larger frame (up to
+/// [`MAX_CLIENT_MESSAGE`]); writes are buffered up to 4 KiB between flushes.
+fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
+        .max_message_size(Some(MAX_CLIENT_MESSAGE))
+        .max_frame_size(Some(MAX_CLIENT_MESSAGE))
+}
 
 pub const PING_EVERY: Duration = Duration::from_secs(30);
 pub const STUCK_AFTER: Duration = Duration::from_secs(30);
@@ -45,20 +63,44 @@ pub fn route(
         .and(same_origin())
         .and(crate::api::filters::auth_or_browser_token(token))
         .and(warp::header::optional::<String>("sec-websocket-protocol"))
+        // Checks the upgrade's headers (the upgrade itself was taken out for us: `http`).
         .and(warp::ws())
-        .map(move |proto: Option<String>, ws: warp::ws::Ws| {
+        .and(warp::header::<String>("sec-websocket-key"))
+        .and(warp::ext::optional::<WsUpgrade>())
+        .map(move |proto: Option<String>, _: warp::ws::Ws, key: String, up: Option<WsUpgrade>| {
+            let Some((on, place)) = up.as_ref().and_then(WsUpgrade::take) else {
+                let body = quaero_shared::ErrorBody { error: "this connection cannot be upgraded".into() };
+                return warp::reply::with_status(warp::reply::json(&body), StatusCode::INTERNAL_SERVER_ERROR)
+                    .into_response();
+            };
             let agg = agg.clone();
-            let reply = ws
-                .max_message_size(MAX_CLIENT_MESSAGE)
-                .max_frame_size(MAX_CLIENT_MESSAGE)
-                .on_upgrade(move |socket| serve(socket, agg));
-            // Echo the first offered subprotocol, as browsers require when they offer one.
-            match proto.and_then(|p| p.split(',').next().map(|s| s.trim().to_string())) {
-                Some(p) if !p.is_empty() => {
-                    warp::reply::with_header(reply, "sec-websocket-protocol", p).into_response()
+            tokio::spawn(async move {
+                match on.await {
+                    Ok(upgraded) => {
+                        let socket =
+                            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(ws_config()))
+                                .await;
+                        serve(socket, agg, place).await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "WebSocket upgrade failed"),
                 }
-                _ => reply.into_response(),
+            });
+            let mut res = warp::http::Response::new(warp::hyper::body::Bytes::new());
+            *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+            let h = res.headers_mut();
+            h.insert("connection", warp::http::HeaderValue::from_static("upgrade"));
+            h.insert("upgrade", warp::http::HeaderValue::from_static("websocket"));
+            if let Ok(v) = warp::http::HeaderValue::from_str(&derive_accept_key(key.trim().as_bytes())) {
+                h.insert("sec-websocket-accept", v);
             }
+            // Echo the first offered subprotocol, as browsers require when they offer one.
+            if let Some(p) = proto.and_then(|p| p.split(',').next().map(|s| s.trim().to_string()))
+                && let Ok(v) = warp::http::HeaderValue::from_str(&p)
+                && !p.is_empty()
+            {
+                h.insert("sec-websocket-protocol", v);
+            }
+            res.into_response()
         })
 }
 
@@ -83,11 +125,11 @@ fn same_origin() -> impl Filter<Extract = (), Error = Rejection> + Clone {
 fn encode(m: &OutMsg) -> Message {
     match m {
         OutMsg::Msg(m) => Message::text(serde_json::to_string(m).expect("message serialises")),
-        OutMsg::Raw(s) => Message::text(s.to_string()),
+        OutMsg::Raw(s) => Message::text(s.as_ref()),
     }
 }
 
-async fn serve(socket: WebSocket, agg: Arc<Aggregator>) {
+async fn serve(socket: WebSocket, agg: Arc<Aggregator>, place: WsPlace) {
     let (id, outbox) = agg.register();
     let (mut tx, mut rx) = socket.split();
     let hello = ServerMessage::Hello(Hello {
@@ -102,8 +144,8 @@ async fn serve(socket: WebSocket, agg: Arc<Aggregator>) {
             if msg.is_close() {
                 break;
             }
-            if let Ok(text) = msg.to_str() {
-                handle_client_message(text, &reader_outbox);
+            if let Message::Text(text) = &msg {
+                handle_client_message(text.as_str(), &reader_outbox);
             } else if msg.is_binary() {
                 reader_outbox.add_error("binary messages are not understood; send JSON text".into());
             }
@@ -119,15 +161,19 @@ async fn serve(socket: WebSocket, agg: Arc<Aggregator>) {
         } else {
             tokio::select! {
                 _ = outbox.notify.notified() => outbox.take().iter().map(encode).collect(),
-                _ = ping.tick() => vec![Message::ping(Vec::<u8>::new())],
+                _ = ping.tick() => vec![Message::Ping(Default::default())],
                 _ = &mut reader => break,
+                _ = place.shed() => {
+                    tracing::debug!(client = id, "WebSocket closed to make room (connection budget)");
+                    break;
+                }
             }
         };
         if batch.is_empty() {
             continue;
         }
         match tokio::time::timeout(STUCK_AFTER, send_all(&mut tx, batch)).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => place.active(),
             Ok(Err(_)) => break,
             Err(_) => {
                 tracing::info!(client = id, "dropping a WebSocket client that has not read for {STUCK_AFTER:?}");
@@ -143,7 +189,7 @@ async fn serve(socket: WebSocket, agg: Arc<Aggregator>) {
 async fn send_all(
     tx: &mut futures_util::stream::SplitSink<WebSocket, Message>,
     msgs: Vec<Message>,
-) -> Result<(), warp::Error> {
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
     for m in msgs {
         tx.feed(m).await?;
     }

@@ -6,6 +6,7 @@ mod ingest;
 mod jobs;
 mod queues;
 mod reads;
+mod scale;
 mod trigger;
 mod watching;
 
@@ -34,7 +35,18 @@ impl Ctx {
 }
 
 /// Scenario names for `--scenario`, in the order.
-pub const NAMES: [&str; 8] = ["watching", "push", "ingest", "jobs", "reads", "trigger-latency", "retries", "schedules"];
+pub const NAMES: [&str; 10] = [
+    "watching",
+    "push",
+    "ingest",
+    "jobs",
+    "reads",
+    "trigger-latency",
+    "retries",
+    "schedules",
+    "history",
+    "idle-websockets",
+];
 
 pub async fn run(name: &str, ctx: &Ctx) -> Result<ScenarioReport> {
     match name {
@@ -46,6 +58,8 @@ pub async fn run(name: &str, ctx: &Ctx) -> Result<ScenarioReport> {
         "trigger-latency" => trigger::run(ctx).await,
         "retries" => queues::retries(ctx).await,
         "schedules" => queues::schedules(ctx).await,
+        "history" => scale::history(ctx).await,
+        "idle-websockets" => scale::idle_websockets(ctx).await,
         other => bail!("unknown scenario {other:?}"),
     }
 }
