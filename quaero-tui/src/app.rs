@@ -231,6 +231,9 @@ pub struct App {
     pub status_line: Option<String>,
     pub should_quit: bool,
     pub color: bool,
+    /// The events pane wraps long events (the default: a failed fetch's reason comes at
+    /// its end) or shows one line each, cut at the pane's edge (`w` switches).
+    pub wrap_events: bool,
     /// Last instant seen by `update`, for countdowns in the header.
     pub now: Instant,
     /// Wall clock (ms since the epoch) for ages; 0 until the first tick.
@@ -257,6 +260,7 @@ impl App {
             view: View::Managers,
             overlay: None,
             status_line: None,
+            wrap_events: true,
             should_quit: false,
             color,
             now,
@@ -746,6 +750,11 @@ impl App {
     }
 
     fn on_manager_key(&mut self, k: KeyEvent) {
+        if k.code == KeyCode::Char('w') {
+            // The events pane is on screen whichever pane has the focus.
+            self.wrap_events = !self.wrap_events;
+            return;
+        }
         let steps_len = self.open_steps().len();
         let shown = self.shown_step();
         let View::Manager { focus, step_sel, opened, .. } = &mut self.view else {

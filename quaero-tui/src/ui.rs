@@ -16,6 +16,7 @@ const NARROW: u16 = 60;
 
 pub const HELP: &[(&str, &str)] = &[
     ("j/k, ↓/↑", "move (scroll in the events pane)"),
+    ("w", "events: wrap long lines on/off"),
     ("Enter", "open manager / step events"),
     ("Esc, Backspace", "back"),
     ("g / G", "top / bottom"),
@@ -279,10 +280,11 @@ impl App {
         let step = shown.as_ref().and_then(|id| self.open_steps().iter().find(|s| &s.id == id));
         let title = match step {
             Some(s) => format!(
-                " Events: Step {}/{}: {} (last {EVENTS_SHOWN}) ",
+                " Events: Step {}/{}: {} (last {EVENTS_SHOWN}{}) ",
                 s.index,
                 self.open_steps().len(),
-                sanitize_terminal(&s.name)
+                sanitize_terminal(&s.name),
+                if self.wrap_events { "" } else { ", not wrapped: w" }
             ),
             None => " Events ".to_string(),
         };
@@ -297,21 +299,34 @@ impl App {
         let pane = self.events.get(&id);
         let lines: Vec<Line> = match pane {
             Some(p) if p.loaded || !p.events.is_empty() => {
-                let height = inner.height as usize;
+                let (height, width) = (inner.height as usize, inner.width.max(1) as usize);
                 let end = p.events.len().saturating_sub(p.scroll_back);
-                let start = end.saturating_sub(height);
-                p.events[start..end]
-                    .iter()
-                    .map(|e| {
-                        Line::from(vec![
-                            Span::styled(event_time(e), self.fg(Color::DarkGray)),
-                            Span::raw(" "),
-                            Span::styled(level_label(e.level), self.level_style(e.level)),
-                            Span::raw(format!(" {} ", event_source(e))),
-                            Span::raw(sanitize_terminal(&e.message)),
-                        ])
-                    })
-                    .collect()
+                let line = |e: &quaero_shared::Event| {
+                    Line::from(vec![
+                        Span::styled(event_time(e), self.fg(Color::DarkGray)),
+                        Span::raw(" "),
+                        Span::styled(level_label(e.level), self.level_style(e.level)),
+                        Span::raw(format!(" {} ", event_source(e))),
+                        Span::raw(sanitize_terminal(&e.message)),
+                    ])
+                };
+                // The newest events that fit, each taking as many rows as it wraps to.
+                let mut out: Vec<Line> = Vec::new();
+                let mut rows = 0;
+                for e in p.events[..end].iter().rev() {
+                    let l = line(e);
+                    let r = if self.wrap_events { l.width().div_ceil(width).max(1) } else { 1 };
+                    if rows + r > height && !out.is_empty() {
+                        break;
+                    }
+                    rows += r;
+                    out.push(l);
+                    if rows >= height {
+                        break;
+                    }
+                }
+                out.reverse();
+                out
             }
             _ => vec![Line::raw("loading…")],
         };
@@ -322,7 +337,9 @@ impl App {
         if lines.is_empty() {
             lines.push(Line::raw("no events yet"));
         }
-        Paragraph::new(lines).render(inner, buf);
+        let para = Paragraph::new(lines);
+        let para = if self.wrap_events { para.wrap(Wrap { trim: false }) } else { para };
+        para.render(inner, buf);
     }
 
     fn render_help(&self, area: Rect, buf: &mut Buffer) {
@@ -717,6 +734,28 @@ mod tests {
         assert!(s.contains("3/8"), "child progress: {s}");
         assert!(s.contains("13:04:03.123 ERROR [test/step] shard 5 failed: exit 1"), "{s}");
         insta::assert_snapshot!(s);
+    }
+
+    /// In 80 columns a failed fetch's event ends with its reason: wrapped, it shows whole,
+    /// and the newest event stays at the bottom; `w` shows one line per event, cut.
+    #[test]
+    fn long_events_wrap_and_w_cuts_them() {
+        let (mut app, t0) = dashboard(true);
+        let long = "GET http://127.0.0.1:8080/api/health failed after 3 attempts: connection refused (os error 111)";
+        let mut events: Vec<_> = (1..=30).map(|i| event(i, "m1-s2", Level::Info, &format!("line {i}"))).collect();
+        events.push(event(31, "m1-s2", Level::Error, long));
+        events.push(event(32, "m1-s2", Level::Info, "line 32"));
+        open_step(&mut app, t0, events);
+        let s = screen(&draw(&app, 80, 24));
+        assert!(s.contains("connection refused (os error 111)"), "the reason is shown: {s}");
+        let last = s.lines().rev().find(|l| l.contains("line ")).unwrap_or_default();
+        assert!(last.contains("line 32"), "the newest event is the last row: {s}");
+        assert!(s.contains("line 30"), "{s}");
+        app.update(Msg::Key(KeyEvent::from(KeyCode::Char('w'))), t0);
+        let s = screen(&draw(&app, 80, 24));
+        assert!(!s.contains("os error 111"), "one line per event, cut at the edge: {s}");
+        assert!(s.contains("not wrapped: w"), "{s}");
+        assert!(s.contains("line 32"), "{s}");
     }
 
     #[test]
