@@ -46,8 +46,8 @@ pub const LINGER: Duration = Duration::from_secs(5);
 /// budget); past it a connection closes at once.
 const MAX_LINGERING: usize = 32;
 static LINGERING: AtomicUsize = AtomicUsize::new(0);
-/// Descriptors kept out of the connection budget: the store's files, job pipes, WebSocket
-/// clients, the daemon's own.
+/// Descriptors kept out of the connection budget: the store's files, job pipes, the
+/// daemon's own (WebSocket clients are in the budget).
 const FD_RESERVE: u64 = 64;
 const MIN_CONNECTIONS: usize = 8;
 const MAX_CONNECTIONS: usize = 16_384;
@@ -237,7 +237,8 @@ where
     type Future = BoxFuture<Result<Self::Response, S::Error>>;
 
     fn call(&self, mut req: warp::http::Request<hyper::body::Incoming>) -> Self::Future {
-        if req.uri().path() == "/ws"
+        // `/ws/` routes to `/ws` too.
+        if req.uri().path().trim_end_matches('/') == "/ws"
             && let Some(on) = req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>()
         {
             let up = WsUpgrade {

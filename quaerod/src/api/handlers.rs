@@ -236,6 +236,9 @@ fn parse_statuses(q: &HashMap<String, String>) -> Result<Vec<JobStatus>, Rejecti
             })?);
         }
     }
+    // `failed,failed` is `failed`: each status counted once in `total_count`.
+    statuses.sort_by_key(|s| JobStatus::ALL.iter().position(|x| x == s));
+    statuses.dedup();
     Ok(statuses)
 }
 

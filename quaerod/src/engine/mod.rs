@@ -780,10 +780,13 @@ impl Engine {
                 let next = if page.more { page.managers.last().map(|m| m.num) } else { None };
                 let live = self.live.lock().expect("live");
                 // A live run's record may be a step ahead of the stored one it was found by.
+                // One whose live status no longer matches the filter (its new status not yet
+                // stored) is left out rather than shown under the wrong filter.
                 let jobs = page
                     .managers
                     .into_iter()
                     .map(|m| live.get(&m.num).map_or_else(|| manager_job(&m), |l| manager_job(&l.snapshot())))
+                    .filter(|j| keep(j.status))
                     .collect();
                 Ok((jobs, total, next))
             }
@@ -897,6 +900,10 @@ impl Engine {
             let started = std::time::Instant::now();
             let (mut managers, mut jobs, mut events) = (0u64, 0u64, 0u64);
             for batch in nums.chunks(BULK_BATCH) {
+                if eng.shutting_down.is_cancelled() {
+                    tracing::info!(managers, "bulk delete: stopped by the shutdown (the rest stays)");
+                    return;
+                }
                 let deletes = batch.iter().map(|n| async {
                     let def = eng.store.get_manager(*n).ok().flatten().map(|m| m.definition_id);
                     (*n, def, eng.store.delete_manager(*n).await)

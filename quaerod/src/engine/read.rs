@@ -14,6 +14,8 @@ use crate::wire::LogsBody;
 
 /// Events per chunk of a log streamed as text.
 pub const TEXT_CHUNK: usize = 1000;
+/// A text log's client that takes no chunk for this long is dropped.
+pub const TEXT_STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// `GET /api/jobs`, parsed.
 #[derive(Debug, Clone, Default)]
@@ -106,12 +108,14 @@ impl Engine {
 
     /// `GET /api/jobs/{id}/logs?format=text`: the job's whole log as it stands now, oldest
     /// first, one line per event, in chunks of [`TEXT_CHUNK`] events read as the client
-    /// takes them (at most a few chunks in memory, however long the log).
+    /// takes them (at most a few chunks in memory, however long the log). Each chunk is
+    /// read on a blocking thread and let go; a client that takes nothing for
+    /// [`TEXT_STUCK_AFTER`] is dropped, so a stalled reader holds no thread.
     pub fn logs_text(&self, id: &str, min_level: Option<Level>) -> Result<tokio::sync::mpsc::Receiver<Bytes>> {
         let (path, _) = self.resolve(id)?;
         let store = self.store.clone();
         let (tx, rx) = tokio::sync::mpsc::channel(2);
-        tokio::task::spawn_blocking(move || {
+        tokio::spawn(async move {
             let mut after = 0;
             let mut until = None;
             loop {
@@ -123,13 +127,16 @@ impl Engine {
                     before: None,
                     min_level,
                 };
-                let page = match store.read_logs(&q) {
-                    Ok(p) => p,
-                    Err(e) => {
+                let st = store.clone();
+                let page = match tokio::task::spawn_blocking(move || st.read_logs(&q)).await {
+                    Ok(Ok(p)) => p,
+                    Ok(Err(e)) => {
                         // The status line has gone: the client sees the text end with this.
-                        let _ = tx.blocking_send(Bytes::from(format!("error: reading the log failed: {e}\n")));
+                        let line = Bytes::from(format!("error: reading the log failed: {e}\n"));
+                        let _ = tokio::time::timeout(TEXT_STUCK_AFTER, tx.send(line)).await;
                         return;
                     }
+                    Err(_) => return,
                 };
                 // The log as it was at the first read: a job still writing does not keep
                 // the response open.
@@ -138,11 +145,12 @@ impl Engine {
                 for e in page.events.iter().filter(|e| e.seq <= until) {
                     crate::wire::text_line(&mut chunk, path.manager, e);
                 }
-                let last = page.events.last().map(|e| e.seq);
-                if !chunk.is_empty() && tx.blocking_send(Bytes::from(chunk)).is_err() {
+                if !chunk.is_empty()
+                    && !matches!(tokio::time::timeout(TEXT_STUCK_AFTER, tx.send(Bytes::from(chunk))).await, Ok(Ok(())))
+                {
                     return;
                 }
-                match last {
+                match page.events.last().map(|e| e.seq) {
                     Some(s) if s < until && page.events.len() == TEXT_CHUNK => after = s,
                     _ => return,
                 }

@@ -184,6 +184,31 @@ pub(super) fn list(tree: &sled::Tree, p: &Plan, q: &ManagerQuery) -> Result<Mana
 
 /// The numbers of the managers a query matches (records read only to check filters).
 pub(super) fn nums(tree: &sled::Tree, p: &Plan, q: &ManagerQuery) -> Result<Vec<u64>> {
+    let only_time = q.definition.is_none()
+        && q.tag.is_none()
+        && q.queue.is_none()
+        && q.search.is_none()
+        && !q.scheduled
+        && q.before.is_none();
+    if let (Some(cut), true) = (q.finished_before, only_time) {
+        // By the finish-time index: O(runs finished before the cut), each checked for its
+        // status by one key lookup, no record read.
+        let (lo, hi) = index::finished_range(cut);
+        let mut out = Vec::new();
+        for kv in tree.range(lo..hi) {
+            let num = index::mgr_of(&kv?.0);
+            for st in &p.statuses {
+                let mut k = index::list_prefix(index::ALL, "", *st);
+                k.extend_from_slice(&num.to_be_bytes());
+                if tree.contains_key(k)? {
+                    out.push(num);
+                    break;
+                }
+            }
+        }
+        out.sort_unstable_by(|a, b| b.cmp(a));
+        return Ok(out.into_iter().skip(q.offset).take(q.limit).collect());
+    }
     let mut m = merge(tree, p, q.before)?;
     let mut out = Vec::new();
     let mut skipped = 0;
@@ -292,18 +317,16 @@ pub(super) fn children_page(
         }
         return Ok((out, more));
     }
-    let mut streams = Vec::new();
-    for st in statuses {
-        let prefix = index::child_prefix(mgr, step, *st);
-        let mut lo = prefix.to_vec();
-        lo.extend_from_slice(&(from as u32).to_be_bytes());
-        let mut hi = prefix.to_vec();
-        hi.extend_from_slice(&u32::MAX.to_be_bytes());
-        streams.push(Stream::new(Box::new(tree.range(lo..=hi)), 4)?);
-    }
-    let mut m = Merge { streams, desc: false, last: None };
+    // By status: the step's children read in order and filtered (no status index).
+    let lo = first(mgr, step, from as u32);
+    let hi = first(mgr, step, u32::MAX);
     let mut skipped = 0;
-    while let Some(child) = m.next()? {
+    for kv in tree.range(lo..=hi) {
+        let (_, v) = kv?;
+        let c = decode_child(&v)?;
+        if !statuses.contains(&c.status) {
+            continue;
+        }
         if skipped < offset {
             skipped += 1;
             continue;
@@ -312,9 +335,7 @@ pub(super) fn children_page(
             more = true;
             break;
         }
-        if let Some(v) = tree.get(first(mgr, step, child as u32))? {
-            out.push(decode_child(&v)?);
-        }
+        out.push(c);
     }
     Ok((out, more))
 }

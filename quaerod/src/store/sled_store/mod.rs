@@ -41,7 +41,11 @@ use keys::{child_key, manager_key, scope_key};
 pub const BLOCK_EVENTS: usize = 512;
 /// Written once when a data directory is created; checked at every open.
 const FORMAT_KEY: &str = "format";
-const FORMAT: &str = "quaero-store-1";
+const FORMAT: &str = "quaero-store-2";
+/// The format before the index: opened, indexed, and marked [`FORMAT`]. A quaerod older
+/// than the index then refuses the directory naming its format, instead of misreading the
+/// index keys as records.
+const FORMAT_BEFORE_INDEX: &str = "quaero-store-1";
 /// A random id made when a data directory is created: marks the processes its daemons
 /// start (see [`Store::instance`]).
 const INSTANCE_KEY: &str = "instance";
@@ -138,7 +142,7 @@ impl Opening {
     /// The format marker: written to a new directory, checked in an existing one.
     fn check_format(&self, db: &sled::Db, meta: &sled::Tree, had_db: bool) -> Result<(), OpenError> {
         match meta.get(FORMAT_KEY).map_err(|e| self.sled(e))? {
-            Some(v) if v.as_ref() == FORMAT.as_bytes() => Ok(()),
+            Some(v) if v.as_ref() == FORMAT.as_bytes() || v.as_ref() == FORMAT_BEFORE_INDEX.as_bytes() => Ok(()),
             Some(v) => Err(self.corrupt(format!("unknown store format {:?}", String::from_utf8_lossy(&v)))),
             None if had_db => {
                 Err(self
@@ -222,6 +226,7 @@ impl Opening {
             flush(delta, counts)?;
         }
         managers.insert(index::VERSION_KEY, index::VERSION).map_err(|e| self.sled(e))?;
+        db.open_tree("meta").and_then(|meta| meta.insert(FORMAT_KEY, FORMAT)).map_err(|e| self.sled(e))?;
         db.flush().map_err(|e| self.sled(e))?;
         if n > 0 {
             tracing::info!(records = n, elapsed = ?started.elapsed(), "indexed the jobs of a store from an older quaerod (once)");

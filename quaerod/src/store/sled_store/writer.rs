@@ -337,8 +337,9 @@ impl Writer {
                 delta.child(old.as_ref(), Some(c));
                 batch.insert(&key[..], serde_json::to_vec(c).expect("child record serialises"));
             }
-            moved.children = delta.write(&self.counters.lock().expect("counters").children, &mut batch);
+            let set = delta.write(&self.counters.lock().expect("counters").children, &mut batch);
             self.children.apply_batch(batch)?;
+            moved.set(&self.counters, Tree::Children, set);
         }
         if !b.managers.is_empty() {
             let mut delta = Delta::default();
@@ -352,23 +353,19 @@ impl Writer {
                 delta.manager(old.as_ref(), Some(m));
                 batch.insert(&key[..], serde_json::to_vec(m).expect("manager record serialises"));
             }
-            moved.managers = delta.write(&self.counters.lock().expect("counters").managers, &mut batch);
+            let set = delta.write(&self.counters.lock().expect("counters").managers, &mut batch);
             self.managers.apply_batch(batch)?;
+            moved.set(&self.counters, Tree::Managers, set);
         }
         Ok(moved)
     }
 
-    /// Sets the counts a commit moved and tells the listener the job counts changed.
+    /// Tells the listener the job counts changed, when a commit moved them.
     fn count(&mut self, moved: Moved) {
-        if moved.children.is_empty() && moved.managers.is_empty() {
+        if !moved.0 {
             return;
         }
-        let stats = {
-            let mut c = self.counters.lock().expect("counters");
-            c.children.by_key.extend(moved.children);
-            c.managers.by_key.extend(moved.managers);
-            c.stats()
-        };
+        let stats = self.counters.lock().expect("counters").stats();
         self.listener.stats_changed(stats);
     }
 
@@ -419,11 +416,10 @@ impl Writer {
             }
             batch.remove(k);
         }
-        let mut moved = Moved {
-            children: delta.write(&self.counters.lock().expect("counters").children, &mut batch),
-            ..Default::default()
-        };
+        let mut moved = Moved::default();
+        let set = delta.write(&self.counters.lock().expect("counters").children, &mut batch);
         self.children.apply_batch(batch)?;
+        moved.set(&self.counters, Tree::Children, set);
         let mut batch = sled::Batch::default();
         let mut n_events = 0;
         for kv in self.events.scan_prefix(manager_key(mgr)) {
@@ -436,16 +432,36 @@ impl Writer {
         delta.manager(Some(&m), None);
         let mut batch = sled::Batch::default();
         batch.remove(&manager_key(mgr)[..]);
-        moved.managers = delta.write(&self.counters.lock().expect("counters").managers, &mut batch);
+        let set = delta.write(&self.counters.lock().expect("counters").managers, &mut batch);
         self.managers.apply_batch(batch)?;
+        moved.set(&self.counters, Tree::Managers, set);
         self.count(moved);
         Ok((jobs, n_events))
     }
 }
 
-/// Count keys a commit set, with their new values, per tree.
+enum Tree {
+    Children,
+    Managers,
+}
+
+/// Whether a commit moved any count. The counts in memory are set as soon as the batch
+/// that stored them is applied: a write failing later must not leave memory behind the
+/// disk (the next batch computes its counts from memory).
 #[derive(Default)]
-struct Moved {
-    children: Vec<(Vec<u8>, u64)>,
-    managers: Vec<(Vec<u8>, u64)>,
+struct Moved(bool);
+
+impl Moved {
+    fn set(&mut self, counters: &Mutex<Counters>, tree: Tree, set: Vec<(Vec<u8>, u64)>) {
+        if set.is_empty() {
+            return;
+        }
+        self.0 = true;
+        let mut c = counters.lock().expect("counters");
+        let counts = match tree {
+            Tree::Children => &mut c.children,
+            Tree::Managers => &mut c.managers,
+        };
+        counts.by_key.extend(set);
+    }
 }
