@@ -9,7 +9,10 @@
 //   text nodes, `setText()` sets textContent); nothing here ever assigns innerHTML.
 // - Step events are never pushed: a `refresh_step_events` trigger makes the page refetch the
 //   last 100 events of the open steps it names, through `StepFetcher` (at most one fetch per
-//   step per 500 ms, `finished` at once, never two in flight for one step).
+//   step per 500 ms, `finished` at once, never two in flight for one step). While the operator
+//   reads further up (follow off) it fetches what follows the newest event shown instead, so
+//   nothing goes missing in between. Scrolling a panel to the top loads the page before the
+//   oldest event shown (`before=`, one at a time, beside the refetches), until an empty page.
 //
 // Choices the design leaves open: times are shown in the browser's local time zone (the full
 // UTC timestamp is in each tooltip); a running manager's card expands by itself, as does one
@@ -62,7 +65,7 @@
     userCollapsed: new Set(), // managers the operator collapsed: never auto-expand again
     seenLive: new Set(), // managers that changed status while this page watched
     details: new Map(), // manager id -> GET /api/jobs/{id} (with `steps`)
-    panels: new Map(), // step id -> {open, loaded, events, lastSeq, error, version}
+    panels: new Map(), // step id -> {open, loaded, events, lastSeq, error, version, ...}: see panel()
     userClosed: new Set(), // step panels the operator closed: never auto-open again
     fullError: new Set(), // manager ids whose failure reason is shown in full
     notices: [],
@@ -80,7 +83,13 @@
   function panel(stepId) {
     let p = S.panels.get(stepId);
     if (!p) {
-      p = { open: false, loaded: false, events: [], lastSeq: -1, error: null, version: 0 };
+      p = { open: false, loaded: false, events: [], lastSeq: -1, error: null, version: 0,
+        history: false, // older pages were loaded: refetches keep them
+        older: false, // an older page is being loaded
+        olderError: null,
+        beginning: false, // the first event of the step is loaded
+        filter: '', // only events whose message contains this (ignoring case)
+        wrap: true };
       S.panels.set(stepId, p);
     }
     return p;
@@ -515,12 +524,36 @@
   const fetcher = new StepFetcher(loadEvents, REFETCH_GAP_MS);
   const stick = new Map(); // step id -> follow the tail (false once the operator scrolls up)
 
+  const lastOf = (events) => (events.length ? events[events.length - 1].seq : null);
+  // Two runs of one log, each without gaps, hold the same events when their ends match.
+  const sameEvents = (a, b) => a.length === b.length && (!a.length || (a[0].seq === b[0].seq && lastOf(a) === lastOf(b)));
+
+  // Following: the newest EVENTS_LIMIT events, with the older pages the operator loaded when
+  // they join up (more than a page since the last read: the newest page alone). Reading up
+  // (follow off): the events after the newest one shown, appended, page after page.
   async function loadEvents(stepId) {
     const p = panel(stepId);
+    const last = lastOf(p.events);
+    const tail = last === null || stick.get(stepId) !== false;
+    const query = tail ? `limit=${EVENTS_LIMIT}&order=asc` : `after=${last}&limit=${EVENTS_LIMIT}`;
     try {
-      const r = await api('GET', `/api/jobs/${enc(stepId)}/logs?limit=${EVENTS_LIMIT}&order=asc`);
-      if (!p.loaded || r.last_seq !== p.lastSeq || r.logs.length !== p.events.length) {
-        p.events = r.logs || [];
+      const r = await api('GET', `/api/jobs/${enc(stepId)}/logs?${query}`);
+      const logs = r.logs || [];
+      let events;
+      if (!tail) {
+        const newest = lastOf(p.events);
+        events = p.events.concat(logs.filter((e) => e.seq > newest));
+        if (logs.length >= EVENTS_LIMIT) fetcher.request(stepId); // more follow
+      } else if (p.history && logs.length && (logs.length < EVENTS_LIMIT || logs[0].seq <= last)) {
+        events = p.events.filter((e) => e.seq < logs[0].seq).concat(logs);
+      } else {
+        events = logs;
+        if (p.history || p.beginning || p.olderError) p.version++;
+        p.history = p.beginning = false;
+        p.olderError = null;
+      }
+      if (!p.loaded || r.last_seq !== p.lastSeq || !sameEvents(events, p.events)) {
+        p.events = events;
         p.lastSeq = r.last_seq;
         p.version++;
       }
@@ -529,6 +562,34 @@
       p.error = null;
     } catch (e) {
       p.error = e.message;
+      p.version++;
+    }
+    render();
+  }
+
+  // Scrolled to the top: the page before the oldest event shown, prepended; an empty one
+  // means the log begins there.
+  async function loadOlder(stepId) {
+    const p = panel(stepId);
+    if (!p.loaded || !p.events.length || p.older || p.beginning) return;
+    const before = p.events[0].seq;
+    p.older = true;
+    p.olderError = null;
+    p.version++;
+    render();
+    try {
+      const r = await api('GET', `/api/jobs/${enc(stepId)}/logs?before=${before}&limit=${EVENTS_LIMIT}&order=asc`);
+      const logs = (r.logs || []).filter((e) => e.seq < before);
+      // Unless a refetch started the events afresh meanwhile: then this page does not join up.
+      if (p.events.length && p.events[0].seq === before) {
+        p.events = logs.concat(p.events);
+        p.history = true;
+        p.beginning = !logs.length;
+      }
+    } catch (e) {
+      p.olderError = e.message;
+    } finally {
+      p.older = false;
       p.version++;
     }
     render();
@@ -648,6 +709,9 @@
         S.hello = p;
         break;
       case 'queue_stats':
+        // Fewer jobs than before: runs were deleted (a bulk delete lands batch by batch, the
+        // retention sweep, another client), maybe some on this page.
+        if (S.stats && p.total_jobs < S.stats.total_jobs) reloadListSoon();
         S.stats = p;
         break;
       case 'queues':
@@ -922,6 +986,67 @@
     loadList();
   }
 
+  // Bulk delete by status and finish time: the server answers at once with how many runs
+  // match and deletes them in the background; the list follows the stats (see onMessage).
+  function openDeleteFinishedDialog() {
+    const status = h('select', { id: 'bulk-status', name: 'status', autofocus: true },
+      h('option', { value: 'failed' }, 'failed'),
+      h('option', { value: 'cancelled' }, 'cancelled'),
+      h('option', { value: 'completed' }, 'completed'),
+      h('option', { value: '' }, 'all finished'));
+    const before = h('input', { id: 'bulk-before', name: 'finished_before', type: 'datetime-local', autocomplete: 'off',
+      'aria-describedby': 'bulk-before-desc' });
+    const error = h('p', { class: 'modal-error', role: 'alert', hidden: true });
+    const form = h('form', { class: 'modal', role: 'dialog', 'aria-modal': 'true', 'aria-label': 'Delete finished runs',
+      'data-testid': 'delete-finished-form', novalidate: true, onsubmit: (ev) => {
+        ev.preventDefault();
+        // Local time. A date typed in part reads as '' (no limit at all): refused here.
+        const when = before.value ? new Date(before.value) : null;
+        if (before.validity.badInput || (when && Number.isNaN(when.getTime()))) {
+          setText(error, 'finished before: give a whole date and time, or none');
+          error.hidden = false;
+          before.setAttribute('aria-invalid', 'true');
+          before.focus();
+          return;
+        }
+        deleteFinished(status.value, when);
+      } },
+      h('h3', {}, 'Delete finished runs'),
+      h('div', { class: 'field' }, h('label', { for: 'bulk-status' }, 'Status'), status),
+      h('div', { class: 'field' }, h('label', { for: 'bulk-before' }, 'Finished before'), before,
+        h('div', { class: 'field-desc', id: 'bulk-before-desc' }, 'Optional, in local time; empty: whenever they finished.')),
+      error,
+      h('div', { class: 'modal-actions' },
+        h('button', { class: 'btn', type: 'button', onclick: () => closeModal(false) }, 'Cancel'),
+        h('button', { class: 'btn danger', type: 'submit' }, 'Delete…')));
+    showModal(form, () => {});
+  }
+
+  async function deleteFinished(status, when) {
+    const iso = when && when.toISOString();
+    const ok = await confirmDialog(`Delete every ${status || 'finished'} run${when ? ` that finished before ${shortTime(iso)}` : ''}?`, [
+      `Whatever their definition or tag${when ? `, finished before ${iso}` : ''}; runs not finished yet are left out.`,
+      CASCADE,
+    ], 'Delete');
+    if (!ok) return;
+    const q = new URLSearchParams({ status: status || [...TERMINAL].join(',') });
+    if (when) q.set('finished_before', iso);
+    try {
+      const r = await api('DELETE', `/api/jobs?${q}`, {});
+      notify('info', r.message || `Deleting ${r.count} runs`);
+      // As in deleteIds: the listed runs going are no longer selected, expanded or refetched.
+      for (const m of S.managers) {
+        if (!(status ? m.status === status : TERMINAL.has(m.status)) || (when && !(Date.parse(m.finished_at) < when.getTime()))) continue;
+        S.selected.delete(m.id);
+        S.details.delete(m.id);
+        S.expanded.delete(m.id);
+      }
+    } catch (e) {
+      reportError('delete finished runs', e);
+    }
+    loadList();
+  }
+
   function setFilter(status) {
     if (status === null) S.filter.clear();
     else if (S.filter.has(status)) S.filter.delete(status);
@@ -1144,6 +1269,8 @@
     ui.tagFilter = h('select', { class: 'tag-filter', 'aria-label': 'tag filter', title: 'only runs of definitions with this tag',
       onchange: () => setTag(ui.tagFilter.value) });
     ui.bulkDelete = h('button', { class: 'btn danger', type: 'button', 'data-action': 'bulk-delete', onclick: deleteSelected });
+    const deleteFinishedBtn = h('button', { class: 'btn danger', type: 'button', 'data-action': 'delete-finished',
+      'aria-haspopup': 'dialog', title: 'delete finished runs by status and finish time, on every page', onclick: openDeleteFinishedDialog }, 'Delete finished…');
     ui.pageInfo = h('span', { class: 'page-info' });
     ui.prev = h('button', { class: 'btn', type: 'button', title: 'newer', onclick: () => goPage(-1) }, '‹');
     ui.next = h('button', { class: 'btn', type: 'button', title: 'older', onclick: () => goPage(1) }, '›');
@@ -1153,6 +1280,7 @@
       chips,
       ui.tagFilter,
       ui.bulkDelete,
+      deleteFinishedBtn,
       h('span', { class: 'spacer' }),
       h('button', { class: 'btn', type: 'button', title: 'reload the list', onclick: refreshShown }, '↻'),
       ui.pageInfo, ui.prev, ui.next);
@@ -1351,8 +1479,33 @@
     v.log.addEventListener('scroll', () => {
       const el = v.log;
       stick.set(v.item.id, el.scrollHeight - el.scrollTop - el.clientHeight < 8);
+      setAttr(v.follow, 'aria-pressed', String(stick.get(v.item.id)));
+      if (el.scrollTop < 8 && el.scrollHeight > el.clientHeight) loadOlder(v.item.id);
     }, { passive: true });
-    v.panel = h('div', { class: 'ev-panel' }, h('div', { class: 'ev-bar' }, h('span', {}, 'Events'), v.info), v.log);
+    v.filter = h('input', { class: 'ev-filter', type: 'search', value: panel(s.id).filter, placeholder: 'filter',
+      autocomplete: 'off', 'aria-label': 'filter the loaded events', oninput: () => {
+        const p = panel(v.item.id);
+        p.filter = v.filter.value;
+        p.version++;
+        render();
+      } });
+    v.follow = h('button', { class: 'ev-opt', type: 'button', 'aria-pressed': 'true', title: 'keep the newest event in view',
+      onclick: () => {
+        const on = stick.get(v.item.id) === false;
+        stick.set(v.item.id, on);
+        setAttr(v.follow, 'aria-pressed', String(on));
+        if (on) v.log.scrollTop = v.log.scrollHeight;
+      } }, 'follow');
+    v.wrap = h('button', { class: 'ev-opt', type: 'button', 'aria-pressed': 'true', title: 'wrap long lines',
+      onclick: () => {
+        const p = panel(v.item.id);
+        p.wrap = !p.wrap;
+        p.version++;
+        render();
+      } }, 'wrap');
+    v.panel = h('div', { class: 'ev-panel' },
+      h('div', { class: 'ev-bar' }, h('span', {}, 'Events'), v.info, h('span', { class: 'spacer' }), v.filter, v.follow, v.wrap),
+      v.log);
     v.el = h('div', { class: 'step', 'data-step': s.id },
       h('div', { class: 's-head' }, v.icon, v.title, v.type, v.progress, v.dur, h('span', { class: 'spacer' }), v.toggle),
       v.desc, v.err, v.panel);
@@ -1411,31 +1564,65 @@
     const log = v.log;
     const id = v.item.id;
     const n = p.events.length;
+    // The filter as a pattern, ignoring case; capturing, so that split() keeps the matches.
+    const literal = p.filter.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    const re = p.filter ? new RegExp(`(${literal})`, 'iu') : null;
+    const shown = re ? p.events.filter((e) => re.test(e.message)) : p.events;
     let info = 'loading…';
     if (p.error) info = `error: ${p.error}`;
-    else if (p.loaded) info = `${n >= EVENTS_LIMIT ? `last ${EVENTS_LIMIT}` : `${n}`} event${n === 1 ? '' : 's'} · seq ${p.lastSeq}`;
+    else if (p.loaded) {
+      info = `${n >= EVENTS_LIMIT && !p.beginning ? `last ${n}` : `${n}`} event${n === 1 ? '' : 's'} · seq ${p.lastSeq}`;
+      if (re) info += ` · ${shown.length} matching`;
+    }
     setText(v.info, info);
     v.info.classList.toggle('bad', !!p.error);
-
-    // Keep what the operator is reading in place when they have scrolled up.
     const follow = stick.get(id) !== false;
+    setAttr(v.follow, 'aria-pressed', String(follow));
+    setAttr(v.wrap, 'aria-pressed', String(p.wrap));
+    log.classList.toggle('nowrap', !p.wrap);
+
+    // Keep what the operator is reading in place when they have scrolled up (or paged back).
     let anchor = null;
     if (!follow) {
-      for (const row of log.children) {
+      for (const row of log.querySelectorAll('.ev')) {
         if (row.offsetTop + row.offsetHeight > log.scrollTop) {
           anchor = { seq: row.dataset.seq, delta: row.offsetTop - log.scrollTop };
           break;
         }
       }
     }
-    if (!p.loaded) log.replaceChildren(h('div', { class: 'ev-empty' }, p.error ? 'Could not load events.' : 'Loading events…'));
-    else if (!p.events.length) log.replaceChildren(h('div', { class: 'ev-empty' }, 'No events yet for this step.'));
-    else log.replaceChildren(...p.events.map((e) => eventRow(e, id)));
+    let items = [];
+    if (!p.loaded) items.push({ note: p.error ? 'Could not load events.' : 'Loading events…' });
+    else if (!n) items.push({ note: 'No events yet for this step.' });
+    else {
+      if (p.older) items.push({ edge: 'loading older events…' });
+      else if (p.olderError) items.push({ edge: `could not load older events: ${p.olderError}`, bad: true });
+      else if (p.beginning) items.push({ edge: 'beginning of the log' });
+      items = items.concat(shown);
+      if (!shown.length) items.push({ note: `No loaded event contains “${p.filter}”.` });
+    }
+    syncList(log, items, (it) => (it.note ? 'note' : it.edge ? 'edge' : it.seq),
+      (it) => (it.note || it.edge ? { el: h('div', { class: it.note ? 'ev-empty' : 'ev-edge' }) } : eventRow(it, id)),
+      (row, it) => {
+        if (it.note || it.edge) {
+          setText(row.el, it.note || it.edge);
+          row.el.classList.toggle('bad', !!it.bad);
+        } else if (row.marked !== p.filter) {
+          row.msg.replaceChildren(...marked(it.message, re));
+          row.marked = p.filter;
+        }
+      });
     if (follow) log.scrollTop = log.scrollHeight;
     else if (anchor) {
-      const row = [...log.children].find((r) => r.dataset.seq === anchor.seq);
+      const row = log.querySelector(`.ev[data-seq="${anchor.seq}"]`);
       if (row) log.scrollTop = row.offsetTop - anchor.delta;
     }
+  }
+
+  // A message as text, each match of `re` (a capturing pattern, or none) in a <mark>.
+  function marked(text, re) {
+    const parts = re ? String(text).split(re) : [String(text)];
+    return parts.map((part, i) => (i % 2 ? h('mark', {}, part) : part)).filter((part) => part !== '');
   }
 
   // `[step/originator]`, or `[originator]` for a manager's own events: as the TUI and the tail print it.
@@ -1446,12 +1633,14 @@
   function eventRow(e, stepId) {
     const level = LEVELS.has(e.level) ? e.level : 'info';
     const child = e.job_id && e.job_id !== stepId && e.job_id.startsWith(`${stepId}-`) ? e.job_id.slice(stepId.length + 1) : null;
-    return h('div', { class: `ev lvl-${level}`, 'data-seq': String(e.seq) },
+    const msg = h('span', { class: 'ev-msg' }); // filled by renderEvents, with the matches marked
+    const el = h('div', { class: `ev lvl-${level}`, 'data-seq': String(e.seq) },
       h('span', { class: 'ev-time', title: `${e.full_timestamp} · seq ${e.seq}` }, eventTime(e)),
       h('span', { class: 'ev-lvl' }, level.toUpperCase()),
       h('span', { class: 'ev-orig' }, eventSource(e)),
       child ? h('span', { class: 'ev-child', title: e.job_id }, child) : null,
-      h('span', { class: 'ev-msg' }, e.message));
+      msg);
+    return { el, msg, marked: null };
   }
 
   function createNotice(n) {

@@ -103,6 +103,16 @@ interval_ms = 20
 message = "boom {i} of {n}"
 fail = true
 `,
+  // More than a page of events (the panel shows the newest 100), one with markup, one long.
+  'lines.toml': `
+id = "lines"
+name = "Lines"
+[[steps]]
+name = "print"
+type = "command"
+[steps.config]
+run = 'for i in $(seq 1 350); do echo "line $i"; done; echo "<b>x</b> marks the spot"; echo "long $(printf %0400d 0)"'
+`,
 };
 
 // ------------------------------------------------------------------ the daemon
@@ -318,6 +328,11 @@ async function confirmModal(expectText) {
   for (const t of expectText) assert.ok(text.includes(t), `confirmation says ${JSON.stringify(t)}: ${text}`);
   await modal.locator('button.danger').click();
   await modal.waitFor({ state: 'detached', timeout: 3000 });
+}
+
+// What a panel shows, top to bottom: each event's seq and message.
+function shownEvents(stepId) {
+  return log(stepId).locator('.ev').evaluateAll((rows) => rows.map((r) => ({ seq: r.dataset.seq, message: r.querySelector('.ev-msg').textContent })));
 }
 
 async function stepIds(managerId) {
@@ -540,6 +555,222 @@ test('bulk delete states the cascade and removes the runs', { timeout: 30_000 },
   const left = (await getJSON(daemon.url, '/api/jobs?parent_id=root')).jobs.map((j) => j.id);
   for (const id of victims) assert.ok(!left.includes(id), `${id} is gone from the API`);
   await card(demoId).waitFor();
+});
+
+let linesStep;
+let linesEvents; // every event of that step, oldest first, from the API
+
+test('scrolling an events panel to the top loads the older pages until the first event, keeping the view', { timeout: 60_000 }, async () => {
+  const id = await runFromPage('lines');
+  await waitStatus(id, 'completed', 30_000);
+  [linesStep] = await stepIds(id);
+  const s1 = linesStep;
+  // Its panel opened by itself if the page saw the step running; open it if it did not.
+  const toggle = stepEl(s1).locator('.ev-toggle');
+  if ((await toggle.getAttribute('aria-expanded')) !== 'true') await toggle.click();
+  assert.equal((await waitPanelMatchesApi(s1)).length, 100, 'the panel starts with the newest 100 events');
+  linesEvents = (await getJSON(daemon.url, `/api/jobs/${s1}/logs?after=0&limit=5000`)).logs;
+  assert.ok(linesEvents.length > 350, `${linesEvents.length} events`);
+
+  const older = []; // the query of each request for an older page
+  const onRequest = (r) => {
+    const u = new URL(r.url());
+    if (u.pathname === `/api/jobs/${s1}/logs` && u.searchParams.has('before')) older.push(Object.fromEntries(u.searchParams));
+  };
+  page.on('request', onRequest);
+  const edge = log(s1).locator('.ev-edge', { hasText: 'beginning of the log' });
+  try {
+    for (let pages = 0; (await edge.count()) === 0; pages++) {
+      assert.ok(pages < 10, 'the beginning is reached');
+      // To the top, as the operator scrolls; where is the event at the top of the view?
+      const top = await log(s1).evaluate((el) => {
+        el.scrollTop = 0;
+        const row = el.querySelector('.ev');
+        return { seq: row.dataset.seq, y: row.getBoundingClientRect().top - el.getBoundingClientRect().top };
+      });
+      // An older page above it, or the news that there is none.
+      await page.waitForFunction(([s, seq]) => {
+        const el = document.querySelector(`[data-log="${s}"]`);
+        return el.querySelector('.ev').dataset.seq !== seq || /beginning of the log/.test(el.querySelector('.ev-edge')?.textContent || '');
+      }, [s1, top.seq], { timeout: 5000, polling: 50 });
+      // The view did not jump: that event is where it was.
+      const y = await log(s1).evaluate((el, seq) => el.querySelector(`.ev[data-seq="${seq}"]`).getBoundingClientRect().top - el.getBoundingClientRect().top, top.seq);
+      assert.ok(Math.abs(y - top.y) <= 1, `event ${top.seq} stays in place while a page is added above it (${top.y} → ${y})`);
+    }
+  } finally {
+    page.off('request', onRequest);
+  }
+  // Scrolled to the top once more: the marker, then the first event of the step, in view.
+  const view = await log(s1).evaluate((el) => {
+    el.scrollTop = 0;
+    const box = el.getBoundingClientRect();
+    const inView = (r) => r.getBoundingClientRect().top >= box.top && r.getBoundingClientRect().bottom <= box.bottom;
+    const line1 = [...el.querySelectorAll('.ev')].find((r) => r.querySelector('.ev-msg').textContent === 'line 1');
+    return { marker: inView(el.querySelector('.ev-edge')), first: el.querySelector('.ev .ev-msg').textContent, line1: !!line1 && inView(line1) };
+  });
+  assert.deepEqual(view, { marker: true, first: linesEvents[0].message, line1: true });
+  // Every event once, in order; every line printed, from the first.
+  const rows = await shownEvents(s1);
+  assert.deepEqual(rows.map((r) => r.seq), linesEvents.map((e) => String(e.seq)), 'every event of the step once, in order');
+  assert.deepEqual(rows.map((r) => r.message).filter((m) => /^line \d+$/.test(m)), Array.from({ length: 350 }, (_, i) => `line ${i + 1}`));
+  // Pages of 100 before the oldest event shown, until one came back empty.
+  assert.equal(older.length, Math.ceil((linesEvents.length - 100) / 100) + 1, `older pages asked for: ${JSON.stringify(older)}`);
+  for (const q of older) assert.deepEqual([q.limit, q.order], ['100', 'asc']);
+  assert.equal(older.at(-1).before, String(linesEvents[0].seq), 'the last one asked for what comes before the first event');
+});
+
+test('the filter box narrows the loaded events and marks the matches; markup stays text; wrap', { timeout: 30_000 }, async () => {
+  const s1 = linesStep;
+  const filter = stepEl(s1).getByRole('searchbox', { name: 'filter the loaded events' });
+  const waitMessages = (want) => page.waitForFunction(([s, want]) => {
+    const shown = [...document.querySelectorAll(`[data-log="${s}"] .ev .ev-msg`)].map((m) => m.textContent);
+    return JSON.stringify(shown) === JSON.stringify(want);
+  }, [s1, want], { timeout: 3000, polling: 50 }).catch(async (e) => {
+    throw new Error(`panel shows ${JSON.stringify((await shownEvents(s1)).map((r) => r.message).slice(0, 20))}…, want ${JSON.stringify(want.slice(0, 20))}…: ${e.message}`);
+  });
+
+  // Ignoring case: "LINE 34" finds line 34 and lines 340 to 349, each match marked as written.
+  await filter.fill('LINE 34');
+  const want = linesEvents.map((e) => e.message).filter((m) => m.toLowerCase().includes('line 34'));
+  assert.equal(want.length, 11);
+  await waitMessages(want);
+  assert.deepEqual(await log(s1).locator('.ev-msg mark').allTextContents(), want.map(() => 'line 34'));
+  await stepEl(s1).locator('.ev-info', { hasText: '· 11 matching' }).waitFor({ timeout: 1000 });
+
+  // Markup in a message is found and marked as text, never made into elements.
+  await filter.fill('<b>x</b>');
+  await waitMessages(['<b>x</b> marks the spot']);
+  assert.deepEqual(await log(s1).locator('.ev-msg mark').allTextContents(), ['<b>x</b>']);
+  assert.equal(await log(s1).locator('b').count(), 0, 'no <b> element made from the message');
+
+  await filter.fill('no event says this');
+  await log(s1).locator('.ev-empty', { hasText: 'No loaded event contains “no event says this”.' }).waitFor({ timeout: 3000 });
+  assert.equal(await log(s1).locator('.ev').count(), 0);
+
+  // Wrap, on by default: the long line takes several lines; off: one, and the panel scrolls sideways.
+  const long = linesEvents.find((e) => e.message.startsWith('long ')).message;
+  await filter.fill('long 0');
+  await waitMessages([long]);
+  const wrap = stepEl(s1).getByRole('button', { name: 'wrap', exact: true });
+  const layout = () => log(s1).evaluate((el) => {
+    const msg = el.querySelector('.ev .ev-msg');
+    const lines = Math.round(msg.getBoundingClientRect().height / parseFloat(getComputedStyle(msg).lineHeight));
+    return { lines, sideways: el.scrollWidth > el.clientWidth };
+  });
+  assert.equal(await wrap.getAttribute('aria-pressed'), 'true');
+  const wrapped = await layout();
+  assert.ok(wrapped.lines > 1 && !wrapped.sideways, `wrapped: ${JSON.stringify(wrapped)}`);
+  await wrap.click();
+  await stepEl(s1).locator('.ev-opt[aria-pressed="false"]', { hasText: 'wrap' }).waitFor({ timeout: 1000 });
+  await page.waitForFunction((s) => document.querySelector(`[data-log="${s}"]`).classList.contains('nowrap'), s1, { timeout: 1000 });
+  assert.deepEqual(await layout(), { lines: 1, sideways: true });
+  await wrap.click();
+  await stepEl(s1).locator('.ev-opt[aria-pressed="true"]', { hasText: 'wrap' }).waitFor({ timeout: 1000 });
+
+  // Emptied: every loaded event again, nothing marked.
+  await filter.fill('');
+  await waitMessages(linesEvents.map((e) => e.message));
+  assert.equal(await log(s1).locator('mark').count(), 0);
+});
+
+test('follow: scrolling up turns it off and new events leave the view alone; the toggle jumps back', { timeout: 60_000 }, async () => {
+  const id = await runFromPage('slow');
+  await waitStatus(id, 'running', 10_000);
+  const [s1] = await stepIds(id);
+  await log(s1).waitFor({ state: 'visible', timeout: 5000 });
+  const follow = stepEl(s1).getByRole('button', { name: 'follow', exact: true });
+  const gap = () => log(s1).evaluate((el) => el.scrollHeight - el.scrollTop - el.clientHeight);
+  const lastSeq = () => log(s1).locator('.ev').last().getAttribute('data-seq').then(Number);
+  const newerThan = (seq) => page.waitForFunction(([s, seq]) => {
+    const rows = document.querySelectorAll(`[data-log="${s}"] .ev`);
+    return rows.length && Number(rows[rows.length - 1].dataset.seq) > seq;
+  }, [s1, seq], { timeout: 5000, polling: 50 });
+  await page.waitForFunction((s) => document.querySelectorAll(`[data-log="${s}"] .ev`).length >= 60, s1, { timeout: 10_000 });
+  assert.equal(await follow.getAttribute('aria-pressed'), 'true', 'on by default');
+  assert.ok((await gap()) < 8, 'at the newest event');
+
+  // The operator scrolls up with the wheel: follow goes off.
+  await log(s1).hover();
+  for (let i = 0; (await follow.getAttribute('aria-pressed')) !== 'false'; i++) {
+    assert.ok(i < 5, 'scrolling up turns follow off');
+    await page.mouse.wheel(0, -400);
+    await page.waitForTimeout(300); // the wheel scrolls smoothly
+  }
+  const where = await log(s1).evaluate((el) => {
+    const box = el.getBoundingClientRect();
+    const row = [...el.querySelectorAll('.ev')].find((r) => r.getBoundingClientRect().bottom > box.top);
+    return { seq: row.dataset.seq, y: row.getBoundingClientRect().top - box.top };
+  });
+  // New events come in below; the view stays on what the operator reads.
+  const seen = await lastSeq();
+  await newerThan(seen);
+  await newerThan(await lastSeq()); // two refetches at least
+  const y = await log(s1).evaluate((el, seq) => el.querySelector(`.ev[data-seq="${seq}"]`).getBoundingClientRect().top - el.getBoundingClientRect().top, where.seq);
+  assert.ok(Math.abs(y - where.y) <= 1, `event ${where.seq} stays in place (${where.y} → ${y})`);
+  assert.equal(await follow.getAttribute('aria-pressed'), 'false');
+  assert.ok((await gap()) > 8, 'not moved to the bottom');
+
+  // Follow again: at the newest event, and staying there as more come.
+  await follow.click();
+  assert.equal(await follow.getAttribute('aria-pressed'), 'true');
+  assert.ok((await gap()) < 8, 'jumped to the newest event');
+  await newerThan(await lastSeq());
+  await newerThan(await lastSeq());
+  await page.waitForTimeout(100); // the frame that renders them
+  assert.ok((await gap()) < 8, 'still at the newest event');
+  assert.equal(await follow.getAttribute('aria-pressed'), 'true');
+
+  await postJSON(daemon.url, `/api/jobs/${id}/cancel`);
+  await waitStatus(id, 'cancelled', 10_000);
+});
+
+test('Delete finished… deletes the failed runs (none before a time long past) and keeps the others', { timeout: 60_000 }, async () => {
+  // One more failed run, watched by the page (its card opens by itself).
+  const { job_id: fresh } = await postJSON(daemon.url, '/api/job-definitions/boom/execute');
+  await waitStatus(fresh, 'failed', 30_000);
+  const ids = async (status) => (await getJSON(daemon.url, `/api/jobs?parent_id=root&status=${status}`)).jobs.map((j) => j.id);
+  const failed = await ids('failed');
+  const kept = [...(await ids('completed')), ...(await ids('cancelled'))];
+  assert.ok(failed.length >= 2 && failed.includes(fresh), `failed runs: ${failed}`);
+  assert.ok(kept.includes(demoId) && kept.length >= 3, `other runs: ${kept}`);
+  for (const id of [...failed, ...kept]) await card(id).waitFor({ timeout: 5000 });
+
+  async function deleteFinished(status, before) {
+    await page.getByRole('button', { name: 'Delete finished…' }).click();
+    const form = page.locator('[data-testid="delete-finished-form"]');
+    await form.waitFor({ timeout: 3000 });
+    await form.getByLabel('Status').selectOption(status);
+    if (before) await form.getByLabel('Finished before').fill(before);
+    await form.locator('button[type=submit]').click();
+    const [resp] = await Promise.all([
+      page.waitForResponse((r) => r.request().method() === 'DELETE' && new URL(r.url()).pathname === '/api/jobs'),
+      confirmModal([`Delete every ${status} run`, 'cannot be undone']),
+    ]);
+    assert.equal(resp.status(), 202);
+    const body = await resp.json();
+    // The server's answer, as it said it.
+    await page.locator('.notice', { hasText: body.message }).waitFor({ timeout: 3000 });
+    return { query: new URL(resp.url()).searchParams, body };
+  }
+
+  // Finished before 2000: none.
+  const none = await deleteFinished('failed', '2000-01-01T00:00');
+  assert.equal(none.query.get('status'), 'failed');
+  const localMidnight = await page.evaluate(() => new Date('2000-01-01T00:00').toISOString());
+  assert.equal(none.query.get('finished_before'), localMidnight, 'the local time, sent as RFC 3339');
+  assert.equal(none.body.count, 0);
+  await page.waitForTimeout(500);
+  for (const id of failed) assert.equal(await card(id).count(), 1, `${id} finished after 2000: kept`);
+
+  // Whenever they finished: every failed run goes, from the list too, without a reload.
+  const all = await deleteFinished('failed');
+  assert.equal(all.query.get('status'), 'failed');
+  assert.equal(all.query.has('finished_before'), false);
+  assert.equal(all.body.count, failed.length);
+  for (const id of failed) await card(id).waitFor({ state: 'detached', timeout: 10_000 });
+  for (const id of kept) assert.equal(await card(id).count(), 1, `${id} is not failed: kept`);
+  assert.deepEqual(await ids('failed'), []);
+  assert.deepEqual([...(await ids('completed')), ...(await ids('cancelled'))].sort(), [...kept].sort());
 });
 
 test('the page reconnects after the daemon restarts', { timeout: 60_000 }, async () => {
