@@ -37,6 +37,11 @@ pub enum Msg {
         step_id: String,
         result: Result<LogsResponse, String>,
     },
+    /// An older page of a step's events (history, loaded at the top of the pane).
+    Older {
+        step_id: String,
+        result: Result<LogsResponse, String>,
+    },
     Definitions(Result<Vec<DefinitionInfo>, String>),
     Queues(Result<Vec<QueueInfo>, String>),
     /// A run asked for from the run dialog started (the text says which), or was refused:
@@ -57,6 +62,11 @@ pub enum Cmd {
     LoadManager(String),
     /// The last [`EVENTS_SHOWN`] events of a step, oldest first.
     LoadLogs(String),
+    /// The [`EVENTS_SHOWN`] events before `before`, oldest first (scrolled to the top).
+    LoadOlder {
+        step_id: String,
+        before: u64,
+    },
     LoadDefinitions,
     LoadQueues,
     Execute {
@@ -202,6 +212,12 @@ impl ParamsForm {
 /// The events pane of one step.
 #[derive(Debug, Clone, Default)]
 pub struct StepEvents {
+    /// Older pages loaded by scrolling to the top, oldest first, all before `events`.
+    pub older: Vec<Event>,
+    /// The first event is loaded (an older page came back empty).
+    pub older_done: bool,
+    pub older_loading: bool,
+    /// The newest events, as the last fetch returned them.
     pub events: Vec<Event>,
     pub loaded: bool,
     /// Lines scrolled up from the bottom; 0 follows the tail.
@@ -327,11 +343,40 @@ impl App {
                         if pane.scroll_back > 0 {
                             // Keep the lines in view still while the user reads them.
                             let new = logs.iter().filter(|e| e.seq > old_last).count();
-                            pane.scroll_back = (pane.scroll_back + new).min(logs.len());
+                            pane.scroll_back = (pane.scroll_back + new).min(pane.older.len() + logs.len());
+                        }
+                        if !pane.older.is_empty() {
+                            // History was loaded: what slides out of the newest page joins it,
+                            // unless a gap opened (more new events than a page).
+                            let first_new = logs.first().map_or(u64::MAX, |e| e.seq);
+                            if pane.events.first().is_some_and(|e| e.seq <= first_new) {
+                                let slid = pane.events.iter().filter(|e| e.seq < first_new).cloned();
+                                pane.older.extend(slid);
+                            } else {
+                                pane.older.clear();
+                                pane.older_done = false;
+                            }
                         }
                         pane.events = logs;
                         pane.loaded = true;
                         pane.error = None;
+                    }
+                    Err(e) => pane.error = Some(e),
+                }
+            }
+            Msg::Older { step_id, result } => {
+                let pane = self.events.entry(step_id).or_default();
+                pane.older_loading = false;
+                match result {
+                    Ok(resp) => {
+                        let first = pane.older.first().or(pane.events.first()).map_or(u64::MAX, |e| e.seq);
+                        let mut page: Vec<Event> = resp.logs.into_iter().filter(|e| e.seq < first).collect();
+                        page.sort_by_key(|e| e.seq);
+                        if page.is_empty() {
+                            pane.older_done = true;
+                        }
+                        page.append(&mut pane.older);
+                        pane.older = page;
                     }
                     Err(e) => pane.error = Some(e),
                 }
@@ -609,7 +654,7 @@ impl App {
             }
             _ => match self.view.clone() {
                 View::Managers => self.on_managers_key(k, now, cmds),
-                View::Manager { .. } => self.on_manager_key(k),
+                View::Manager { .. } => self.on_manager_key(k, cmds),
                 View::Definitions { selected } => self.on_definitions_key(k, selected, cmds),
                 View::Queues { selected } => self.on_queues_key(k, selected, cmds),
             },
@@ -749,7 +794,7 @@ impl App {
         self.view = View::Queues { selected };
     }
 
-    fn on_manager_key(&mut self, k: KeyEvent) {
+    fn on_manager_key(&mut self, k: KeyEvent, cmds: &mut Vec<Cmd>) {
         if k.code == KeyCode::Char('w') {
             // The events pane is on screen whichever pane has the focus.
             self.wrap_events = !self.wrap_events;
@@ -782,6 +827,8 @@ impl App {
                     pane.loaded = false;
                     pane.throttle = Throttle::default();
                     pane.scroll_back = 0;
+                    pane.older.clear();
+                    pane.older_done = false;
                     if let View::Manager { focus, opened, .. } = &mut self.view {
                         *opened = Some(id);
                         *focus = Focus::Events;
@@ -791,8 +838,23 @@ impl App {
             (Focus::Events, code) => {
                 let _ = opened;
                 let Some(step) = shown else { return };
-                let pane = self.events.entry(step).or_default();
-                let max = pane.events.len().saturating_sub(1);
+                let pane = self.events.entry(step.clone()).or_default();
+                let total = pane.older.len() + pane.events.len();
+                let max = total.saturating_sub(1);
+                // Scrolling up at the oldest line loaded asks for the page before it.
+                let up = matches!(
+                    code,
+                    KeyCode::Char('k') | KeyCode::Up | KeyCode::PageUp | KeyCode::Char('g') | KeyCode::Home
+                );
+                if up
+                    && pane.scroll_back >= max
+                    && !pane.older_done
+                    && !pane.older_loading
+                    && let Some(first) = pane.older.first().or(pane.events.first())
+                {
+                    pane.older_loading = true;
+                    cmds.push(Cmd::LoadOlder { step_id: step, before: first.seq });
+                }
                 pane.scroll_back = match code {
                     KeyCode::Char('k') | KeyCode::Up => (pane.scroll_back + 1).min(max),
                     KeyCode::Char('j') | KeyCode::Down => pane.scroll_back.saturating_sub(1),
@@ -958,6 +1020,41 @@ mod tests {
         app.update(key('j'), t0);
         let cmds = app.update(Msg::Key(KeyEvent::from(KeyCode::Enter)), t0);
         assert_eq!(cmds, vec![Cmd::LoadManagers { status: Some(JobStatus::Running), offset: 0 }]);
+    }
+
+    /// Scrolled to the oldest line loaded, one more step up asks for the page before it;
+    /// pages come on top until one is empty; a refetch of the newest page keeps them.
+    #[test]
+    fn scrolling_up_at_the_top_loads_older_pages() {
+        let t0 = Instant::now();
+        let mut app = app_with_open_step(t0);
+        let page =
+            |from: u64| (from..from + 100).map(|i| event(i, "m1-s2", Level::Info, &format!("line {i}"))).collect();
+        app.update(Msg::Logs { step_id: "m1-s2".into(), result: Ok(logs("m1-s2", page(201))) }, t0);
+        if let View::Manager { focus, .. } = &mut app.view {
+            *focus = Focus::Events;
+        }
+        // Up to the top: nothing asked while lines are left above.
+        for _ in 0..99 {
+            assert!(app.update(key('k'), t0).is_empty());
+        }
+        let cmds = app.update(key('k'), t0);
+        assert_eq!(cmds, vec![Cmd::LoadOlder { step_id: "m1-s2".into(), before: 201 }]);
+        assert!(app.update(key('k'), t0).is_empty(), "one page at a time");
+        app.update(Msg::Older { step_id: "m1-s2".into(), result: Ok(logs("m1-s2", page(101))) }, t0);
+        let pane = &app.events["m1-s2"];
+        assert_eq!((pane.older.len(), pane.older[0].seq), (100, 101));
+        // The newest page fetched again (a trigger), with two new events: history stays.
+        app.update(Msg::Logs { step_id: "m1-s2".into(), result: Ok(logs("m1-s2", page(203))) }, t0);
+        let pane = &app.events["m1-s2"];
+        let seqs: Vec<u64> = pane.older.iter().chain(&pane.events).map(|e| e.seq).collect();
+        assert_eq!(seqs, (101..303).collect::<Vec<_>>(), "every event once, in order");
+        for _ in 0..300 {
+            app.update(key('k'), t0);
+        }
+        app.update(Msg::Older { step_id: "m1-s2".into(), result: Ok(logs("m1-s2", vec![])) }, t0);
+        assert!(app.events["m1-s2"].older_done);
+        assert!(app.update(key('k'), t0).is_empty(), "nothing before the first event");
     }
 
     #[test]

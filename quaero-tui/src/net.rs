@@ -52,6 +52,16 @@ async fn perform(client: Client, cmd: Cmd) -> Msg {
             let result = client.logs(&step_id, &q).await.map_err(err);
             Msg::Logs { step_id, result }
         }
+        Cmd::LoadOlder { step_id, before } => {
+            let q = LogQuery {
+                limit: Some(EVENTS_SHOWN),
+                order: Some(Order::Asc),
+                before: Some(before),
+                ..Default::default()
+            };
+            let result = client.logs(&step_id, &q).await.map_err(err);
+            Msg::Older { step_id, result }
+        }
         Cmd::LoadDefinitions => Msg::Definitions(client.definitions().await.map(|d| d.job_definitions).map_err(err)),
         Cmd::LoadQueues => Msg::Queues(client.queues().await.map(|q| q.queues).map_err(err)),
         Cmd::Execute { definition, req } => Msg::Executed(

@@ -134,7 +134,13 @@ async fn tail(client: &Client, opts: &TailOptions, mut out: impl Write) -> Resul
     let cursor = match opts.tail {
         None => 0,
         Some(n) => {
-            let q = LogQuery { limit: Some(n.clamp(1, PAGE)), order: Some(Order::Asc), level: opts.level, after: None };
+            let q = LogQuery {
+                limit: Some(n.clamp(1, PAGE)),
+                order: Some(Order::Asc),
+                level: opts.level,
+                after: None,
+                before: None,
+            };
             let page = retry(|| client.logs(&id, &q)).await?;
             if n > 0 {
                 write_events(&mut out, &page.logs, opts)?;

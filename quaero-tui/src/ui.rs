@@ -15,7 +15,7 @@ use crate::text::{event_source, event_time, human_duration, level_label, parse_r
 const NARROW: u16 = 60;
 
 pub const HELP: &[(&str, &str)] = &[
-    ("j/k, ↓/↑", "move (scroll in the events pane)"),
+    ("j/k, ↓/↑", "move (scroll events; k at the top: older)"),
     ("w", "events: wrap long lines on/off"),
     ("Enter", "open manager / step events"),
     ("Esc, Backspace", "back"),
@@ -280,10 +280,17 @@ impl App {
         let step = shown.as_ref().and_then(|id| self.open_steps().iter().find(|s| &s.id == id));
         let title = match step {
             Some(s) => format!(
-                " Events: Step {}/{}: {} (last {EVENTS_SHOWN}{}) ",
+                " Events: Step {}/{}: {} ({}{}) ",
                 s.index,
                 self.open_steps().len(),
                 sanitize_terminal(&s.name),
+                match self.events.get(&s.id) {
+                    Some(p) if p.older_done => format!("all {}, from the first", p.older.len() + p.events.len()),
+                    Some(p) if p.older_loading => "loading older…".to_string(),
+                    Some(p) if !p.older.is_empty() =>
+                        format!("{} loaded; k at the top for more", p.older.len() + p.events.len()),
+                    _ => format!("last {EVENTS_SHOWN}"),
+                },
                 if self.wrap_events { "" } else { ", not wrapped: w" }
             ),
             None => " Events ".to_string(),
@@ -300,7 +307,8 @@ impl App {
         let lines: Vec<Line> = match pane {
             Some(p) if p.loaded || !p.events.is_empty() => {
                 let (height, width) = (inner.height as usize, inner.width.max(1) as usize);
-                let end = p.events.len().saturating_sub(p.scroll_back);
+                let all: Vec<&quaero_shared::Event> = p.older.iter().chain(&p.events).collect();
+                let end = all.len().saturating_sub(p.scroll_back);
                 let line = |e: &quaero_shared::Event| {
                     Line::from(vec![
                         Span::styled(event_time(e), self.fg(Color::DarkGray)),
@@ -313,7 +321,7 @@ impl App {
                 // The newest events that fit, each taking as many rows as it wraps to.
                 let mut out: Vec<Line> = Vec::new();
                 let mut rows = 0;
-                for e in p.events[..end].iter().rev() {
+                for e in all[..end].iter().copied().rev() {
                     let l = line(e);
                     let r = if self.wrap_events { l.width().div_ceil(width).max(1) } else { 1 };
                     if rows + r > height && !out.is_empty() {

@@ -164,6 +164,24 @@ impl<'a> LogsBody<'a> {
     }
 }
 
+/// One event as a line of text: time, level, job, originator, message. Control characters
+/// of the message (from a job: untrusted) are written as escapes, never raw.
+pub fn text_line(out: &mut String, manager: u64, e: &RawEvent) {
+    use std::fmt::Write as _;
+    let job = JobPath { manager, step: e.step, child: e.child };
+    let _ = write!(out, "{} {:<5} {job} {}: ", crate::time::rfc3339(e.ts_ms), e.level.as_str(), e.originator.as_str());
+    for c in e.message.chars() {
+        match c {
+            '\t' => out.push(c),
+            c if c.is_control() => {
+                let _ = write!(out, "\\u{{{:x}}}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('\n');
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,22 +336,4 @@ mod tests {
             assert_eq!(Id::new(p).as_str(), p.to_string());
         }
     }
-}
-
-/// One event as a line of text: time, level, job, originator, message. Control characters
-/// of the message (from a job: untrusted) are written as escapes, never raw.
-pub fn text_line(out: &mut String, manager: u64, e: &RawEvent) {
-    use std::fmt::Write as _;
-    let job = JobPath { manager, step: e.step, child: e.child };
-    let _ = write!(out, "{} {:<5} {job} {}: ", crate::time::rfc3339(e.ts_ms), e.level.as_str(), e.originator.as_str());
-    for c in e.message.chars() {
-        match c {
-            '\t' => out.push(c),
-            c if c.is_control() => {
-                let _ = write!(out, "\\u{{{:x}}}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('\n');
 }

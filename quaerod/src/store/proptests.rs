@@ -336,7 +336,7 @@ fn manager_record(num: u64, steps: u32) -> ManagerRecord {
     let names: Vec<String> = (1..=steps).map(|i| format!("step-{i}")).collect();
     // Runs of two definitions, on two queues, with tags, some started by a schedule: the
     // index has several values per dimension to keep apart.
-    let def = if num % 2 == 0 { "prop" } else { "other" };
+    let def = if num.is_multiple_of(2) { "prop" } else { "other" };
     ManagerRecord {
         num,
         definition_id: def.into(),
@@ -363,7 +363,7 @@ fn manager_record(num: u64, steps: u32) -> ManagerRecord {
             .collect(),
         definition: JobDefinition {
             id: def.into(),
-            queue: (num % 3 == 0).then(|| "batch".to_string()),
+            queue: num.is_multiple_of(3).then(|| "batch".to_string()),
             tags: (0..num % 3).map(|t| format!("t{t}")).collect(),
             name: String::new(),
             description: String::new(),
@@ -385,7 +385,7 @@ fn manager_record(num: u64, steps: u32) -> ManagerRecord {
         params: Default::default(),
         scheduled_ms: None,
         trigger: None,
-        schedule_ms: (num % 5 == 0).then_some(num as i64 * 1_000),
+        schedule_ms: num.is_multiple_of(5).then_some(num as i64 * 1_000),
     }
 }
 

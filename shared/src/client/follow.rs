@@ -58,7 +58,13 @@ impl Follower {
     /// The query for the next page. `after` implies oldest-first by contract; `asc` is said
     /// as well so the cursor stays right against a daemon that lists `after` pages newest-first.
     pub fn query(&self) -> LogQuery {
-        LogQuery { after: Some(self.cursor), limit: Some(self.page), order: Some(Order::Asc), level: self.level }
+        LogQuery {
+            after: Some(self.cursor),
+            limit: Some(self.page),
+            order: Some(Order::Asc),
+            level: self.level,
+            before: None,
+        }
     }
 
     /// Takes a page fetched with [`Self::query`] and moves the cursor past it.

@@ -47,6 +47,8 @@ impl ApiError {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LogQuery {
     pub after: Option<u64>,
+    /// History: the newest events with a smaller seq (not with `after`).
+    pub before: Option<u64>,
     pub limit: Option<u32>,
     pub order: Option<Order>,
     pub level: Option<Level>,
@@ -208,6 +210,9 @@ impl Client {
         let mut params: Vec<(&str, String)> = Vec::new();
         if let Some(a) = q.after {
             params.push(("after", a.to_string()));
+        }
+        if let Some(b) = q.before {
+            params.push(("before", b.to_string()));
         }
         if let Some(l) = q.limit {
             params.push(("limit", l.to_string()));
