@@ -83,6 +83,8 @@ pub enum Cmd {
     },
     Cancel(String),
     Delete(String),
+    /// `DELETE /api/jobs?status=…`: every finished run of these statuses.
+    DeleteFinished(String),
     Rerun(String),
 }
 
@@ -123,6 +125,8 @@ pub enum View {
 pub enum Action {
     Cancel,
     Delete,
+    /// Every finished run of the statuses in `job_id` (comma-separated).
+    DeleteFinished,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -669,6 +673,7 @@ impl App {
                     cmds.push(match action {
                         Action::Cancel => Cmd::Cancel(job_id.clone()),
                         Action::Delete => Cmd::Delete(job_id.clone()),
+                        Action::DeleteFinished => Cmd::DeleteFinished(job_id.clone()),
                     });
                     if action == Action::Delete && matches!(&self.view, View::Manager { id, .. } if *id == job_id) {
                         self.view = View::Managers;
@@ -732,6 +737,17 @@ impl App {
             return;
         }
         match k.code {
+            KeyCode::Char('X') => match self.status_filter {
+                None => {
+                    let all = "completed,failed,cancelled".to_string();
+                    self.overlay = Some(Overlay::Confirm { action: Action::DeleteFinished, job_id: all });
+                }
+                Some(s) if s.is_terminal() => {
+                    let job_id = s.as_str().to_string();
+                    self.overlay = Some(Overlay::Confirm { action: Action::DeleteFinished, job_id });
+                }
+                Some(s) => self.status_line = Some(format!("only finished runs can be deleted, not {s} ones")),
+            },
             KeyCode::PageDown | KeyCode::Char('n') if self.offset + (PAGE_SIZE as u64) < self.total => {
                 self.offset += PAGE_SIZE as u64;
                 self.selected = 0;
@@ -1009,6 +1025,28 @@ mod tests {
         assert_eq!(app.overlay, None);
         app.update(key('c'), t0);
         assert_eq!(app.update(key('y'), t0), vec![Cmd::Cancel("m1".into())]);
+    }
+
+    /// `X` deletes every finished run the filter shows, after a confirmation; under a filter
+    /// of unfinished runs it says why it cannot.
+    #[test]
+    fn x_deletes_the_finished_runs_shown() {
+        let t0 = Instant::now();
+        let mut app = App::new(true, t0);
+        assert!(app.update(key('X'), t0).is_empty());
+        assert!(matches!(app.overlay, Some(Overlay::Confirm { action: Action::DeleteFinished, .. })));
+        assert!(app.update(key('n'), t0).is_empty(), "n keeps everything");
+        app.update(key('X'), t0);
+        let cmds = app.update(key('y'), t0);
+        assert_eq!(cmds, vec![Cmd::DeleteFinished("completed,failed,cancelled".into())]);
+
+        app.status_filter = Some(JobStatus::Failed);
+        app.update(key('X'), t0);
+        assert_eq!(app.update(key('y'), t0), vec![Cmd::DeleteFinished("failed".into())]);
+        app.status_filter = Some(JobStatus::Running);
+        assert!(app.update(key('X'), t0).is_empty());
+        assert_eq!(app.overlay, None);
+        assert!(app.status_line.as_deref().is_some_and(|s| s.contains("only finished runs")), "{:?}", app.status_line);
     }
 
     #[test]

@@ -88,6 +88,9 @@ async fn perform(client: Client, cmd: Cmd) -> Msg {
                 .map(|q| format!("queue {} {}", q.name, if q.paused { "paused" } else { "resumed" }))
                 .map_err(err),
         ),
+        Cmd::DeleteFinished(statuses) => {
+            Msg::ActionDone(client.delete_finished(&statuses).await.map(|r| r.message).map_err(err))
+        }
         Cmd::Cancel(id) => Msg::ActionDone(client.cancel(&id).await.map(|r| r.message).map_err(err)),
         Cmd::Delete(id) => Msg::ActionDone(
             client

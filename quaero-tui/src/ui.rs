@@ -27,6 +27,7 @@ pub const HELP: &[(&str, &str)] = &[
     ("Q", "queues (p pause/resume)"),
     ("c", "cancel (confirm)"),
     ("d", "delete (confirm)"),
+    ("X", "delete every finished run shown (confirm)"),
     ("R", "rerun"),
     ("?", "this help"),
     ("q", "quit"),
@@ -529,13 +530,16 @@ impl App {
     }
 
     fn render_confirm(&self, action: Action, job_id: &str, area: Rect, buf: &mut Buffer) {
-        let verb = match action {
-            Action::Cancel => "Cancel",
-            Action::Delete => "Delete",
+        let text = match action {
+            Action::Cancel => format!("Cancel {}? (y/n)", sanitize_terminal(job_id)),
+            Action::Delete => format!("Delete {}? (y/n)", sanitize_terminal(job_id)),
+            Action::DeleteFinished => {
+                format!("Delete every finished run ({}) with its events? (y/n)", job_id.replace(',', ", "))
+            }
         };
-        let popup = centered(area, 40, 3);
+        let popup = centered(area, 44, if action == Action::DeleteFinished { 4 } else { 3 });
         Clear.render(popup, buf);
-        Paragraph::new(format!("{verb} {}? (y/n)", sanitize_terminal(job_id)))
+        Paragraph::new(text)
             .wrap(Wrap { trim: true })
             .block(Block::default().borders(Borders::ALL).title(" Confirm "))
             .render(popup, buf);

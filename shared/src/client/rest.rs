@@ -9,8 +9,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::{
-    CancelResponse, DefinitionInfo, DefinitionsList, DeleteResponse, ErrorBody, ExecuteRequest, ExecuteResponse, Job,
-    JobStatus, JobsList, Level, LogsResponse, Order, QueueInfo, QueuesList, RerunResponse, Stats,
+    BulkDeleteResponse, CancelResponse, DefinitionInfo, DefinitionsList, DeleteResponse, ErrorBody, ExecuteRequest,
+    ExecuteResponse, Job, JobStatus, JobsList, Level, LogsResponse, Order, QueueInfo, QueuesList, RerunResponse, Stats,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -299,6 +299,13 @@ impl Client {
 
     pub async fn rerun(&self, id: &str) -> Result<RerunResponse, ApiError> {
         self.send(self.post(&format!("/api/jobs/{}/rerun", enc(id)))).await
+    }
+
+    /// Deletes every finished run with one of `statuses` (comma-separated), in the
+    /// daemon's background; answers with how many matched.
+    pub async fn delete_finished(&self, statuses: &str) -> Result<BulkDeleteResponse, ApiError> {
+        let req = self.request(Method::DELETE, "/api/jobs").query(&[("status", statuses)]);
+        self.send(req.header(reqwest::header::CONTENT_TYPE, "application/json")).await
     }
 
     pub async fn delete(&self, id: &str) -> Result<DeleteResponse, ApiError> {
