@@ -214,6 +214,12 @@ impl ParamsForm {
 }
 
 /// The events pane of one step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSearch {
+    pub text: String,
+    pub typing: bool,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct StepEvents {
     /// Older pages loaded by scrolling to the top, oldest first, all before `events`.
@@ -254,6 +260,9 @@ pub struct App {
     /// The events pane wraps long events (the default: a failed fetch's reason comes at
     /// its end) or shows one line each, cut at the pane's edge (`w` switches).
     pub wrap_events: bool,
+    /// `/` in the events pane: only the loaded events containing this text (ASCII case
+    /// ignored), matches marked; `typing` while it is being written.
+    pub search: Option<EventSearch>,
     /// Last instant seen by `update`, for countdowns in the header.
     pub now: Instant,
     /// Wall clock (ms since the epoch) for ages; 0 until the first tick.
@@ -281,6 +290,7 @@ impl App {
             overlay: None,
             status_line: None,
             wrap_events: true,
+            search: None,
             should_quit: false,
             color,
             now,
@@ -621,6 +631,33 @@ impl App {
             return;
         }
         self.status_line = None;
+        let in_events = matches!(self.view, View::Manager { focus: Focus::Events, .. });
+        if let Some(s) = self.search.as_mut().filter(|s| s.typing) {
+            match k.code {
+                KeyCode::Char(c) => s.text.push(c),
+                KeyCode::Backspace => {
+                    s.text.pop();
+                }
+                KeyCode::Enter => s.typing = false,
+                KeyCode::Esc => self.search = None,
+                _ => {}
+            }
+            if self.search.as_ref().is_some_and(|s| !s.typing && s.text.is_empty()) {
+                self.search = None;
+            }
+            return;
+        }
+        match k.code {
+            KeyCode::Char('/') if in_events => {
+                self.search = Some(EventSearch { text: String::new(), typing: true });
+                return;
+            }
+            KeyCode::Esc if in_events && self.search.is_some() => {
+                self.search = None;
+                return;
+            }
+            _ => {}
+        }
         match k.code {
             KeyCode::Char('q') => self.should_quit = true,
             KeyCode::Char('?') => self.overlay = Some(Overlay::Help),

@@ -17,6 +17,7 @@ const NARROW: u16 = 60;
 pub const HELP: &[(&str, &str)] = &[
     ("j/k, ↓/↑", "move (scroll events; k at the top: older)"),
     ("w", "events: wrap long lines on/off"),
+    ("/ in events", "search the loaded events"),
     ("Enter", "open manager / step events"),
     ("Esc, Backspace", "back"),
     ("g / G", "top / bottom"),
@@ -292,7 +293,15 @@ impl App {
                         format!("{} loaded; k at the top for more", p.older.len() + p.events.len()),
                     _ => format!("last {EVENTS_SHOWN}"),
                 },
-                if self.wrap_events { "" } else { ", not wrapped: w" }
+                match (&self.search, self.wrap_events) {
+                    (Some(s), _) => format!(
+                        ", /{}{}",
+                        sanitize_terminal(&s.text),
+                        if s.typing { "▏ Enter keeps, Esc clears" } else { " · Esc clears" }
+                    ),
+                    (None, true) => String::new(),
+                    (None, false) => ", not wrapped: w".to_string(),
+                }
             ),
             None => " Events ".to_string(),
         };
@@ -308,7 +317,15 @@ impl App {
         let lines: Vec<Line> = match pane {
             Some(p) if p.loaded || !p.events.is_empty() => {
                 let (height, width) = (inner.height as usize, inner.width.max(1) as usize);
-                let all: Vec<&quaero_shared::Event> = p.older.iter().chain(&p.events).collect();
+                let needle = self.search.as_ref().map(|s| s.text.to_ascii_lowercase()).filter(|t| !t.is_empty());
+                let all: Vec<&quaero_shared::Event> = p
+                    .older
+                    .iter()
+                    .chain(&p.events)
+                    .filter(|e| {
+                        needle.as_ref().is_none_or(|n| sanitize_terminal(&e.message).to_ascii_lowercase().contains(n))
+                    })
+                    .collect();
                 let end = all.len().saturating_sub(p.scroll_back);
                 let line = |e: &quaero_shared::Event| {
                     Line::from(vec![
@@ -316,8 +333,12 @@ impl App {
                         Span::raw(" "),
                         Span::styled(level_label(e.level), self.level_style(e.level)),
                         Span::raw(format!(" {} ", event_source(e))),
-                        Span::raw(sanitize_terminal(&e.message)),
                     ])
+                };
+                let line = |e: &quaero_shared::Event| {
+                    let mut l = line(e);
+                    l.spans.extend(self.marked(&sanitize_terminal(&e.message), needle.as_deref()));
+                    l
                 };
                 // The newest events that fit, each taking as many rows as it wraps to.
                 let mut out: Vec<Line> = Vec::new();
@@ -349,6 +370,31 @@ impl App {
         let para = Paragraph::new(lines);
         let para = if self.wrap_events { para.wrap(Wrap { trim: false }) } else { para };
         para.render(inner, buf);
+    }
+
+    /// A message as spans, each match of `needle` (lowercase ASCII) marked.
+    fn marked(&self, text: &str, needle: Option<&str>) -> Vec<Span<'static>> {
+        let Some(n) = needle else { return vec![Span::raw(text.to_string())] };
+        let lower = text.to_ascii_lowercase();
+        let mark = if self.color {
+            Style::default().fg(Color::Black).bg(Color::Yellow)
+        } else {
+            Style::default().add_modifier(Modifier::REVERSED)
+        };
+        let (mut out, mut at) = (Vec::new(), 0);
+        // ASCII case folding keeps byte offsets, so `lower`'s offsets are `text`'s.
+        while let Some(i) = lower[at..].find(n) {
+            let (s, e) = (at + i, at + i + n.len());
+            if s > at {
+                out.push(Span::raw(text[at..s].to_string()));
+            }
+            out.push(Span::styled(text[s..e].to_string(), mark));
+            at = e;
+        }
+        if at < text.len() {
+            out.push(Span::raw(text[at..].to_string()));
+        }
+        out
     }
 
     fn render_help(&self, area: Rect, buf: &mut Buffer) {
@@ -768,6 +814,40 @@ mod tests {
         assert!(!s.contains("os error 111"), "one line per event, cut at the edge: {s}");
         assert!(s.contains("not wrapped: w"), "{s}");
         assert!(s.contains("line 32"), "{s}");
+    }
+
+    /// `/` in the events pane keeps the loaded events that contain the text (case aside),
+    /// marks each match, and Esc brings every event back.
+    #[test]
+    fn slash_searches_the_loaded_events_and_marks_matches() {
+        let (mut app, t0) = dashboard(true);
+        let events = vec![
+            event(1, "m1-s2", Level::Info, "running 8 test shards"),
+            event(2, "m1-s2", Level::Warn, "disk is slow"),
+            event(3, "m1-s2", Level::Error, "Shard 5 failed: exit 1"),
+        ];
+        open_step(&mut app, t0, events);
+        if let View::Manager { focus, .. } = &mut app.view {
+            *focus = Focus::Events;
+        }
+        for c in "/shard".chars() {
+            app.update(Msg::Key(KeyEvent::from(KeyCode::Char(c))), t0);
+        }
+        app.update(Msg::Key(KeyEvent::from(KeyCode::Enter)), t0);
+        assert!(!app.should_quit);
+        let buf = draw(&app, 100, 16);
+        let s = screen(&buf);
+        assert!(s.contains("/shard · Esc clears"), "{s}");
+        assert!(s.contains("running 8 test shards") && s.contains("Shard 5 failed"), "{s}");
+        assert!(!s.contains("disk is slow"), "{s}");
+        let (y, row) = s.lines().enumerate().find(|(_, l)| l.contains("Shard 5 failed")).unwrap();
+        let x = row.chars().take_while(|_| true).collect::<Vec<_>>();
+        let col = x.iter().position(|c| *c == 'S').unwrap() as u16;
+        assert_eq!(buf[(col, y as u16)].bg, Color::Yellow, "the match is marked");
+        let after = col + "Shard ".len() as u16;
+        assert_ne!(buf[(after, y as u16)].bg, Color::Yellow, "only the match");
+        app.update(Msg::Key(KeyEvent::from(KeyCode::Esc)), t0);
+        assert!(screen(&draw(&app, 100, 16)).contains("disk is slow"));
     }
 
     #[test]
