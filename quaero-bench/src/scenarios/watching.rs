@@ -20,16 +20,33 @@ struct Shape {
     per_child: u64,
     idle_clients: usize,
     reading_clients: usize,
+    /// Pause between a child's events (ms): 0 writes as fast as the store takes them.
+    child_interval_ms: u64,
 }
 
 impl Shape {
     fn new(ctx: &Ctx) -> Shape {
         if ctx.quick {
-            Shape { warmup: 5, children: 20, per_child: 50, idle_clients: 6, reading_clients: 14 }
+            Shape { warmup: 5, children: 20, per_child: 50, idle_clients: 6, reading_clients: 14, child_interval_ms: 0 }
         } else {
             // jobs/load-demo.toml
-            Shape { warmup: 20, children: 200, per_child: 500, idle_clients: 30, reading_clients: 70 }
+            Shape {
+                warmup: 20,
+                children: 200,
+                per_child: 500,
+                idle_clients: 30,
+                reading_clients: 70,
+                child_interval_ms: 0,
+            }
         }
+    }
+
+    /// The same events paced over ≥ 10 s of steady ingest (16 children at a time, each
+    /// 500 events 2 ms apart: about 13 s), so that a reading client gets a periodic trigger
+    /// every second and refetches on each, instead of a run over in 0.25 s.
+    fn paced(ctx: &Ctx) -> Shape {
+        let s = Shape::new(ctx);
+        if ctx.quick { Shape { child_interval_ms: 5, ..s } } else { Shape { child_interval_ms: 2, ..s } }
     }
     fn clients(&self) -> usize {
         self.idle_clients + self.reading_clients
@@ -89,7 +106,7 @@ fn load_demo(shape: &Shape) -> serde_json::Value {
             emit_step("warm-up", json!({ "count": shape.warmup, "interval_ms": 10, "message": "warming up {i}/{n}" })),
             emit_step(
                 "fan-out",
-                json!({ "count": shape.per_child, "children": shape.children, "message": "child {child}: event {i} of {n}" }),
+                json!({ "count": shape.per_child, "children": shape.children, "interval_ms": shape.child_interval_ms, "message": "child {child}: event {i} of {n}" }),
             ),
         ],
     )
@@ -226,10 +243,15 @@ fn setup(shape: &Shape, rounds: usize, unshared_side: bool) -> String {
         ""
     };
     format!(
-        "load-demo shape: warm-up step ({} events, 10 ms apart) + {} children × {} events; watched = {} WebSocket clients ({} never read, {} refetch last-100 per trigger like the dashboard){unshared}; {} rounds alternating",
+        "load-demo shape: warm-up step ({} events, 10 ms apart) + {} children × {} events{}; watched = {} WebSocket clients ({} never read, {} refetch last-100 per trigger like the dashboard){unshared}; {} rounds alternating",
         shape.warmup,
         shape.children,
         shape.per_child,
+        if shape.child_interval_ms > 0 {
+            format!(" {} ms apart (16 children at a time)", shape.child_interval_ms)
+        } else {
+            String::new()
+        },
         shape.clients(),
         shape.idle_clients,
         shape.reading_clients,
@@ -239,9 +261,9 @@ fn setup(shape: &Shape, rounds: usize, unshared_side: bool) -> String {
 
 /// Scenario 1: watching is free.
 pub async fn watching(ctx: &Ctx) -> Result<ScenarioReport> {
-    let shape = Shape::new(ctx);
-    // The run takes ~0.25 s and the target allows 5%: more rounds steady the median.
-    let rounds = ctx.rounds(9);
+    let shape = Shape::paced(ctx);
+    // Each run is ~13 s of steady ingest: three rounds per side.
+    let rounds = ctx.rounds(3);
     let a = Side { label: "0 clients", mode: "trigger", watched: false, share: true };
     let b = Side { label: "watched (trigger)", mode: "trigger", watched: true, share: true };
     let c = Side { label: "watched, pages not shared", mode: "trigger", watched: true, share: false };
@@ -264,6 +286,12 @@ pub async fn watching(ctx: &Ctx) -> Result<ScenarioReport> {
         ),
         Metric::rounds(format!("ratio {n} clients, pages not shared / 0 clients"), "×", ratios(&ra, &rc), None),
         Metric::rounds("server CPU, 0 clients", "s", col(&ra, |r| r.cpu_s), None),
+        Metric::rounds(
+            format!("server CPU ratio {n} clients / 0 clients"),
+            "×",
+            ra.iter().zip(&rb).map(|(a, b)| b.cpu_s / a.cpu_s).collect(),
+            None,
+        ),
         Metric::rounds(format!("server CPU, {n} clients"), "s", col(&rb, |r| r.cpu_s), None),
         Metric::rounds(format!("server CPU, {n} clients, pages not shared"), "s", col(&rc, |r| r.cpu_s), None),
         Metric::rounds(format!("bench (clients) CPU, {n} clients"), "s", col(&rb, |r| r.bench_cpu_s), None),
