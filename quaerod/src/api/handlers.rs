@@ -68,7 +68,7 @@ pub async fn stats(eng: Arc<Engine>) -> Reply {
         ("tag" = Option<String>, Query, description = "only runs of definitions with this tag"),
         ("queue" = Option<String>, Query, description = "only runs on this named queue"),
         ("q" = Option<String>, Query, description = "managers whose name or definition id contains this, ignoring case"),
-        ("cursor" = Option<String>, Query, description = "the `next_cursor` of the previous page: the page after it, at the cost of one page at any depth (`offset` walks the skipped jobs)"),
+        ("cursor" = Option<String>, Query, pattern = r"^[0-9]*$", description = "the `next_cursor` of the previous page: the page after it, at the cost of one page at any depth (`offset` walks the skipped jobs)"),
     ),
     responses((status = 200, body = JobsList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, description = "no such parent job", body = ErrorBody)))]
@@ -117,12 +117,13 @@ pub async fn get_job(id: String, eng: Arc<Engine>) -> Reply {
         ("limit" = Option<i64>, Query, minimum = 1, description = "default 1000; above 5000 is read as 5000"),
         ("order" = Option<Order>, Query, description = "without `after`: `desc` (default) newest first, `asc` the same events oldest first"),
         ("after" = Option<i64>, Query, minimum = 0, description = "follow: events with a greater seq, oldest first"),
-        ("before" = Option<i64>, Query, minimum = 0, description = "history: the newest `limit` events with a smaller seq (not with `after`)"),
+        ("before" = Option<i64>, Query, minimum = 0, description = "history: the newest `limit` events with a smaller seq; with `after`, the oldest `limit` events between the two"),
         ("format" = Option<String>, Query, pattern = "^(json|text)$", description = "`text`: the job's whole log, oldest first, one line per event, streamed (`limit`, `order`, `after` and `before` do not apply)"),
         ("level" = Option<String>, Query, pattern = "^(debug|info|warn|error|all)$", description = "minimum level, default all"),
     ),
-    responses((status = 200, body = LogsResponse), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
-        (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "a page of events (JSON), or with `format=text` the whole log as text",
+            content((LogsResponse = "application/json"), (String = "text/plain"))),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn logs(id: String, eng: Arc<Engine>, q: HashMap<String, String>) -> Reply {
     let limit = match q.get("limit") {
         None => DEFAULT_LOG_LIMIT,
@@ -146,9 +147,6 @@ pub async fn logs(id: String, eng: Arc<Engine>, q: HashMap<String, String>) -> R
     };
     let before = match q.get("before") {
         None => None,
-        Some(_) if after.is_some() => {
-            return Err(ApiError::bad_request("before: give after (to follow) or before (for history), not both"));
-        }
         Some(v) => Some(non_negative("before", v)?),
     };
     match q.get("format").map(String::as_str) {
@@ -201,7 +199,7 @@ pub async fn delete_job(id: String, eng: Arc<Engine>) -> Reply {
         ("q" = Option<String>, Query, description = "only managers whose name or definition id contains this, ignoring case"),
     ),
     responses((status = 202, body = BulkDeleteResponse), (status = 400, description = "a bad filter, naming it", body = ErrorBody),
-        (status = 401, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
 pub async fn delete_jobs(eng: Arc<Engine>, q: HashMap<String, String>) -> Reply {
     let statuses = parse_statuses(&q)?;
     let finished_before = match q.get("finished_before").filter(|s| !s.is_empty()) {

@@ -45,7 +45,7 @@ pub struct LogsRequest {
     pub limit: usize,
     pub order: Order,
     pub after: Option<u64>,
-    /// Without `after`: the newest `limit` events older than this seq.
+    /// The newest `limit` events older than this seq (with `after`: the oldest between).
     pub before: Option<u64>,
     /// `None`: every level.
     pub min_level: Option<Level>,

@@ -155,7 +155,8 @@ pub struct LogQuery {
     pub limit: usize,
     pub order: Order,
     pub after: Option<u64>,
-    /// Without `after`: only events with a smaller seq (older history, page by page).
+    /// Only events with a smaller seq: older history page by page, or with `after` the
+    /// end of a range.
     pub before: Option<u64>,
     pub min_level: Option<Level>,
 }

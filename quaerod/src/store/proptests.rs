@@ -95,6 +95,8 @@ enum ReadKind {
     /// `after` is picked among the seqs around the manager's events.
     After {
         from: Index,
+        /// Also a `before` (a range), picked the same way.
+        upto: Option<Index>,
         limit: usize,
     },
 }
@@ -165,7 +167,8 @@ fn read_kind() -> impl Strategy<Value = ReadKind> {
     prop_oneof![
         (limit(), prop_oneof![Just(Order::Desc), Just(Order::Asc)])
             .prop_map(|(limit, order)| ReadKind::Last { limit, order }),
-        (any::<Index>(), limit()).prop_map(|(from, limit)| ReadKind::After { from, limit }),
+        (any::<Index>(), proptest::option::of(any::<Index>()), limit())
+            .prop_map(|(from, upto, limit)| ReadKind::After { from, upto, limit }),
         (any::<Index>(), limit(), prop_oneof![Just(Order::Desc), Just(Order::Asc)])
             .prop_map(|(from, limit, order)| ReadKind::Before { from, limit, order }),
     ]
@@ -293,7 +296,9 @@ impl Model {
         let kept: Vec<RawEvent> =
             scope.iter().filter(|e| q.min_level.is_none_or(|l| e.level >= l)).map(|e| e.raw()).collect();
         let out = match q.after {
-            Some(after) => kept.into_iter().filter(|e| e.seq > after).take(q.limit).collect(),
+            Some(after) => {
+                kept.into_iter().filter(|e| e.seq > after && q.before.is_none_or(|b| e.seq < b)).take(q.limit).collect()
+            }
             None => {
                 let kept: Vec<RawEvent> = kept.into_iter().filter(|e| q.before.is_none_or(|b| e.seq < b)).collect();
                 let mut newest = kept[kept.len().saturating_sub(q.limit)..].to_vec();
@@ -742,7 +747,7 @@ impl Harness {
                     ReadKind::Last { limit, order } => {
                         LogQuery { path, limit, order, after: None, before: None, min_level: level }
                     }
-                    ReadKind::After { from, limit } => {
+                    ReadKind::After { from, upto, limit } => {
                         // Around every event of the manager: before, at and after it.
                         let mut around = vec![0, self.model.last_seq + 10];
                         for e in m.map(|m| m.events.as_slice()).unwrap_or_default() {
@@ -750,7 +755,8 @@ impl Harness {
                             around.extend([s - 1, s, s + 1]);
                         }
                         let after = around[from.index(around.len())];
-                        LogQuery { path, limit, order: Order::Asc, after: Some(after), before: None, min_level: level }
+                        let before = upto.map(|u| around[u.index(around.len())]);
+                        LogQuery { path, limit, order: Order::Asc, after: Some(after), before, min_level: level }
                     }
                     ReadKind::Before { from, limit, order } => {
                         let mut around = vec![0, 1, self.model.last_seq + 10];

@@ -66,7 +66,7 @@ impl Cursor {
 fn cursor(events: &sled::Tree, mgr: u64, from_step: u32, to_step: u32, desc: bool, filter: Filter) -> Result<Cursor> {
     let lo = block_key(mgr, from_step, 0);
     let mut hi = block_key(mgr, to_step, u64::MAX).to_vec();
-    if desc && let Some(before) = filter.before {
+    if let Some(before) = filter.before {
         // Backwards from the last block that may hold `before - 1`: the blocks after it
         // hold only later seqs, and are not read.
         match forward_start(events, mgr, from_step, to_step, before.saturating_sub(2))? {
@@ -80,6 +80,10 @@ fn cursor(events: &sled::Tree, mgr: u64, from_step: u32, to_step: u32, desc: boo
         && let Some(k) = forward_start(events, mgr, from_step, to_step, filter.after)?
     {
         start = k;
+    }
+    // `after` at or past `before`: nothing between them (the filter keeps none).
+    if start > hi {
+        start = hi.clone();
     }
     Ok(Cursor {
         iter: Box::new(events.range(start..=hi)),
@@ -121,7 +125,7 @@ fn forward_start(events: &sled::Tree, mgr: u64, from_step: u32, to_step: u32, af
 pub(super) fn read(events: &sled::Tree, q: &LogQuery) -> Result<LogPage> {
     let p = q.path;
     let desc = q.after.is_none();
-    let before = if q.after.is_none() { q.before } else { None };
+    let before = q.before;
     let filter = Filter { child: p.child, min_level: q.min_level, after: q.after.unwrap_or(0), before };
     // Manager scope: its own (step 0) blocks merged with its steps' chain.
     let mut cursors = if p.step == 0 {
