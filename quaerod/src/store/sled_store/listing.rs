@@ -10,17 +10,15 @@ use super::index::{self, Counters};
 use super::keys::{child_key, manager_key};
 use crate::store::{ChildRecord, ManagerPage, ManagerQuery, ManagerRecord, Result, StoreError};
 
-/// One index range, walked in one direction, with its next manager (or child) number.
+/// One index range, walked newest first, with its next manager number.
 struct Stream {
     iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>>,
     head: Option<u64>,
-    /// Bytes of the number at the key's end (8 for managers, 4 for children).
-    width: usize,
 }
 
 impl Stream {
-    fn new(iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>>, width: usize) -> Result<Stream> {
-        let mut s = Stream { iter, head: None, width };
+    fn new(iter: Box<dyn Iterator<Item = sled::Result<(sled::IVec, sled::IVec)>>>) -> Result<Stream> {
+        let mut s = Stream { iter, head: None };
         s.advance()?;
         Ok(s)
     }
@@ -28,24 +26,15 @@ impl Stream {
     fn advance(&mut self) -> Result<()> {
         self.head = match self.iter.next() {
             None => None,
-            Some(kv) => {
-                let (k, _) = kv?;
-                let tail = &k[k.len() - self.width..];
-                Some(if self.width == 8 {
-                    u64::from_be_bytes(tail.try_into().expect("8 bytes"))
-                } else {
-                    u32::from_be_bytes(tail.try_into().expect("4 bytes")) as u64
-                })
-            }
+            Some(kv) => Some(index::mgr_of(&kv?.0)),
         };
         Ok(())
     }
 }
 
-/// Several streams merged into one, in the same direction, without repeats.
+/// Several streams merged into one, newest first, without repeats.
 struct Merge {
     streams: Vec<Stream>,
-    desc: bool,
     last: Option<u64>,
 }
 
@@ -53,7 +42,7 @@ impl Merge {
     fn next(&mut self) -> Result<Option<u64>> {
         loop {
             let heads = self.streams.iter().enumerate().filter_map(|(i, s)| s.head.map(|h| (h, i)));
-            let best = if self.desc { heads.max() } else { heads.min() };
+            let best = heads.max();
             let Some((num, i)) = best else { return Ok(None) };
             self.streams[i].advance()?;
             if self.last == Some(num) {
@@ -143,10 +132,10 @@ fn merge(tree: &sled::Tree, p: &Plan, before: Option<u64>) -> Result<Merge> {
                     Box::new(tree.range(prefix..hi).rev())
                 }
             };
-            streams.push(Stream::new(iter, 8)?);
+            streams.push(Stream::new(iter)?);
         }
     }
-    Ok(Merge { streams, desc: true, last: None })
+    Ok(Merge { streams, last: None })
 }
 
 fn decode(v: &[u8], num: u64) -> Result<ManagerRecord> {
