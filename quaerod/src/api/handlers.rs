@@ -198,6 +198,7 @@ pub async fn delete_job(id: String, eng: Arc<Engine>) -> Reply {
         ("queue" = Option<String>, Query, description = "only runs on this named queue"),
         ("q" = Option<String>, Query, description = "only managers whose name or definition id contains this, ignoring case"),
     ),
+    request_body(content = Object, description = "`{}` or nothing", content_type = "application/json"),
     responses((status = 202, body = BulkDeleteResponse), (status = 400, description = "a bad filter, naming it", body = ErrorBody),
         (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
 pub async fn delete_jobs(eng: Arc<Engine>, q: HashMap<String, String>) -> Reply {
