@@ -68,7 +68,7 @@ pub async fn stats(eng: Arc<Engine>) -> Reply {
         ("tag" = Option<String>, Query, description = "only runs of definitions with this tag"),
         ("queue" = Option<String>, Query, description = "only runs on this named queue"),
         ("q" = Option<String>, Query, description = "managers whose name or definition id contains this, ignoring case"),
-        ("cursor" = Option<String>, Query, pattern = r"^[0-9]*$", description = "the `next_cursor` of the previous page: the page after it, at the cost of one page at any depth (`offset` walks the skipped jobs)"),
+        ("cursor" = Option<String>, Query, pattern = r"^[0-9]{0,19}$", description = "the `next_cursor` of the previous page: the page after it, at the cost of one page at any depth (`offset` walks the skipped jobs)"),
     ),
     responses((status = 200, body = JobsList), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody),
         (status = 404, description = "no such parent job", body = ErrorBody)))]
@@ -192,7 +192,7 @@ pub async fn delete_job(id: String, eng: Arc<Engine>) -> Reply {
     params(
         ("status" = Option<String>, Query, pattern = r"^((completed|failed|cancelled)(,(completed|failed|cancelled))*)?$",
             description = "comma-separated finished statuses; absent: every finished run"),
-        ("finished_before" = Option<String>, Query, description = "only runs that finished before this time (RFC 3339)"),
+        ("finished_before" = Option<String>, Query, format = DateTime, description = "only runs that finished before this time (RFC 3339)"),
         ("definition" = Option<String>, Query, description = "only runs of this definition id"),
         ("tag" = Option<String>, Query, description = "only runs of definitions with this tag"),
         ("queue" = Option<String>, Query, description = "only runs on this named queue"),
@@ -205,7 +205,8 @@ pub async fn delete_jobs(eng: Arc<Engine>, q: HashMap<String, String>) -> Reply 
     let statuses = parse_statuses(&q)?;
     let finished_before = match q.get("finished_before").filter(|s| !s.is_empty()) {
         None => None,
-        Some(t) => Some(crate::time::parse_rfc3339_ms(t).ok_or_else(|| {
+        // Any RFC 3339 time, also before 1970 or with a leap second (jiff reads them all).
+        Some(t) => Some(t.parse::<jiff::Timestamp>().map(|ts| ts.as_millisecond()).map_err(|_| {
             ApiError::bad_request(format!("finished_before: {t:?} is not an RFC 3339 time (2026-11-30T12:00:00Z)"))
         })?),
     };
