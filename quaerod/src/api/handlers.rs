@@ -203,7 +203,7 @@ pub async fn delete_job(id: String, eng: Arc<Engine>) -> Reply {
         (status = 401, body = ErrorBody), (status = 413, body = ErrorBody), (status = 415, body = ErrorBody)))]
 pub async fn delete_jobs(eng: Arc<Engine>, q: HashMap<String, String>) -> Reply {
     let statuses = parse_statuses(&q)?;
-    let finished_before = match q.get("finished_before").filter(|s| !s.is_empty()) {
+    let finished_before = match q.get("finished_before") {
         None => None,
         // Any RFC 3339 time, also before 1970 or with a leap second (jiff reads them all).
         Some(t) => Some(t.parse::<jiff::Timestamp>().map(|ts| ts.as_millisecond()).map_err(|_| {
